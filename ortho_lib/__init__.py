@@ -25,6 +25,8 @@ from .network import (
 )
 from .train import train, TrainResult, MarginNotReached, loss_and_grads, train_margin, accuracy
 from . import theory
+from .engine import train_ensemble, EnsembleResult, stack_params
+from .progress import progress
 from .perturbations import (
     universal_direction, alignment_coefficients, first_order_flip_estimate, flip_norm_along,
 )
