@@ -83,8 +83,8 @@ def zero_crossings_3d(
     gx, gy, gz = torch.meshgrid(t, t, tz, indexing="ij")
     pts = torch.stack([gx.flatten(), gy.flatten(), gz.flatten()], 1)
     v = network_output(params, pts).reshape(res, res, res_z).numpy()
-    s = np.sign(v)
-    i, j, k = np.nonzero(s[:, :, :-1] * s[:, :, 1:] < 0)
+    s = np.where(v >= 0, 1, -1)  # an exact zero counts as the positive side: each crossing found once
+    i, j, k = np.nonzero(s[:, :, :-1] != s[:, :, 1:])
     v0, v1 = v[i, j, k], v[i, j, k + 1]
     tzn = tz.numpy()
     z = tzn[k] + (tzn[k + 1] - tzn[k]) * v0 / (v0 - v1)

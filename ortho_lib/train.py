@@ -150,6 +150,8 @@ def train(
     """
     if not isinstance(params, TwoLayerParams):
         raise TypeError(f"params must be TwoLayerParams, got {type(params).__name__}")
+    for k in ("W", "b", "u", "c"):
+        check_tensor(f"params.{k}", getattr(params, k))
     X = check_tensor("X", X, ndim=2)
     n = X.shape[0]
     if X.shape[1] != params.d:
