@@ -112,3 +112,64 @@ def check_on_subspace(
             f"{bad.numel()} of {X.shape[0]} points are off it"
         )
     return X
+
+
+def line_data_2d(n_points: int = 7, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    r"""The training set of the paper's Figure 2: points on the diagonal of $\mathbb{R}^2$, alternating labels.
+
+    .. math:: x_j = (r_j, r_j),\quad r_j = -1 + \frac{2j}{n-1},\quad
+              y_j = (-1)^{\,j - (n-1)/2}, \qquad j = 0, \dots, n-1,
+
+    so the data lie on $P = \mathrm{span}\{(1, 1)\}$, the middle point (the origin) has label $+1$ and
+    neighbours along the line have opposite labels.  The default ``n_points = 7`` gives
+    $r \in \{-1, -\tfrac23, -\tfrac13, 0, \tfrac13, \tfrac23, 1\}$ with $+$ at $0, \pm\tfrac23$ and $-$ at
+    $\pm\tfrac13, \pm 1$ (the authors' code).
+
+    Args:
+        n_points: number of points, odd and ``>= 3`` (so that the origin is one of them).
+        dtype: a floating dtype.
+    Returns:
+        ``(X, y)`` with ``X`` of shape ``(n, 2)`` and ``y`` of shape ``(n,)`` in $\{-1, +1\}$.
+    """
+    n = check_int("n_points", n_points, low=3)
+    if n % 2 == 0:
+        raise ValueError(f"n_points must be odd (the origin is the middle point), got {n}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    j = torch.arange(n)
+    r = -1.0 + 2.0 * j.to(dtype) / (n - 1)
+    X = torch.stack([r, r], dim=1)
+    y = torch.where((j - (n - 1) // 2) % 2 == 0, 1.0, -1.0).to(dtype)
+    return X, y
+
+
+def chessboard_data_3d(
+    k: int = 5, *, height: float = 0.5, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
+    r"""The training set of the paper's Figure 3: a ``k x k`` chessboard on the plane $x_3 = h$ in $\mathbb{R}^3$.
+
+    .. math:: x_{ab} = \Bigl(\frac{a}{k-1}, \frac{b}{k-1}, h\Bigr),\qquad y_{ab} = (-1)^{a+b},
+              \qquad a, b = 0, \dots, k-1,
+
+    so the data lie on the affine plane $c + P$ with $P = \mathrm{span}\{e_1, e_2\}$ and offset
+    $c = h\,e_3$, and the corner $(0, 0, h)$ has label $+1$ (as in the authors' code).  Rows are ordered
+    with $a$ (the $x_1$ index) slowest.
+
+    Args:
+        k: points per side, ``>= 2`` (default 5: the grid $\{0, .25, .5, .75, 1\}^2$).
+        height: the height $h$ of the plane (default 0.5).
+        dtype: a floating dtype.
+    Returns:
+        ``(X, y)`` with ``X`` of shape ``(k*k, 3)`` and ``y`` of shape ``(k*k,)`` in $\{-1, +1\}$.
+    """
+    k = check_int("k", k, low=2)
+    h = check_float("height", height)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    idx = torch.arange(k)
+    a, b = torch.meshgrid(idx, idx, indexing="ij")
+    a, b = a.flatten(), b.flatten()
+    t = 1.0 / (k - 1)
+    X = torch.stack([a.to(dtype) * t, b.to(dtype) * t, torch.full((k * k,), h, dtype=dtype)], dim=1)
+    y = torch.where((a + b) % 2 == 0, 1.0, -1.0).to(dtype)
+    return X, y

@@ -123,3 +123,96 @@ def plot_decision_surface_3d(
     if title:
         ax.set_title(title)
     return S
+
+
+def normal_flip_map(
+    params: TwoLayerParams,
+    *,
+    height: float,
+    lim: Sequence[float] = (0.0, 1.0),
+    res: int = 61,
+    max_norm: float = 1.0,
+    chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The vertical flip distance over the plane $x_3 = h$ of a 3-D network.
+
+    For each point $p = (s, t, h)$ of a ``res x res`` grid of $[\text{lim}_0, \text{lim}_1]^2$,
+
+    .. math:: \delta(p) = \min\{|\tau| : \operatorname{sign} N(p + \tau e_3) \ne \operatorname{sign} N(p)\},
+
+    searched along $\pm e_3$ up to ``max_norm`` by :func:`ortho_lib.perturbations.flip_norm_along`
+    (a 64-point scan refined by 20 bisection steps; ``inf`` where no flip is found).  Evaluated in chunks of ``chunk`` grid points to bound memory.
+
+    Returns:
+        ``(xx, yy, dist)``, each ``(res, res)``, with ``xx`` varying along the columns (``indexing="xy"``).
+    """
+    from ._checks import check_float
+    from .perturbations import flip_norm_along
+
+    if not isinstance(params, TwoLayerParams):
+        raise TypeError(f"params must be TwoLayerParams, got {type(params).__name__}")
+    if params.d != 3:
+        raise ValueError(f"params must take 3-D inputs for a vertical flip map, got d = {params.d}")
+    h = check_float("height", height)
+    res = check_int("res", res, low=2)
+    chunk = check_int("chunk", chunk, low=1)
+    max_norm = check_float("max_norm", max_norm, positive=True)
+    if len(lim) != 2 or not float(lim[0]) < float(lim[1]):
+        raise ValueError(f"lim must be (low, high) with low < high, got {tuple(lim)!r}")
+    dt = params.W.dtype
+    t = torch.linspace(float(lim[0]), float(lim[1]), res, dtype=dt)
+    xx, yy = torch.meshgrid(t, t, indexing="xy")
+    pts = torch.stack([xx.flatten(), yy.flatten(), torch.full((res * res,), h, dtype=dt)], 1)
+    e3 = torch.tensor([0.0, 0.0, 1.0], dtype=dt)
+    dist = torch.cat([flip_norm_along(params, pts[i:i + chunk], e3, max_norm=max_norm, mode="both",
+                                      grid=64, iters=20)
+                      for i in range(0, pts.shape[0], chunk)])
+    return xx.numpy(), yy.numpy(), dist.reshape(res, res).numpy()
+
+
+def plot_normal_flip_map(
+    ax,
+    params: TwoLayerParams,
+    X: Tensor,
+    y: Tensor,
+    *,
+    height: float,
+    lim: Sequence[float] = (0.0, 1.0),
+    res: int = 61,
+    max_norm: float = 1.0,
+    vmin: float = 1e-2,
+    title: Optional[str] = None,
+):
+    r"""Draw :func:`normal_flip_map` as a log-scaled colour map over the plane $x_3 = h$.
+
+    Also draws the in-plane decision boundary $N(s, t, h) = 0$ (white line) and the labelled points
+    (their first two coordinates).  Points with no flip within ``max_norm`` get the top colour.
+
+    Returns:
+        ``(mesh, dist)``: the ``QuadMesh`` (for a colour bar) and the ``(res, res)`` distance map.
+    """
+    from matplotlib.colors import LogNorm
+
+    from ._checks import check_float
+
+    X = check_tensor("X", X, shape=(None, 3))
+    vmin = check_float("vmin", vmin, positive=True)
+    xx, yy, dist = normal_flip_map(params, height=height, lim=lim, res=res, max_norm=max_norm)
+    shown = np.clip(np.where(np.isfinite(dist), dist, max_norm), vmin, max_norm)
+    mesh = ax.pcolormesh(xx, yy, shown, norm=LogNorm(vmin=vmin, vmax=max_norm), cmap="magma", shading="auto")
+    plane = torch.stack([torch.as_tensor(xx).flatten(), torch.as_tensor(yy).flatten(),
+                         torch.full((xx.size,), float(height), dtype=torch.float64)], 1).to(params.W.dtype)
+    vals = network_output(params, plane).reshape(xx.shape).numpy()
+    ax.contour(xx, yy, vals, levels=[0], colors="w", linewidths=1.2)
+    yp = y.numpy()
+    Xn = X.detach().numpy()
+    ax.scatter(*Xn[yp > 0, :2].T, c=POS_COLOR, marker="o", edgecolors="w", s=40, label="$y=+1$", zorder=3)
+    ax.scatter(*Xn[yp < 0, :2].T, c=NEG_COLOR, marker="s", edgecolors="w", s=40, label="$y=-1$", zorder=3)
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    return mesh, dist

@@ -95,3 +95,91 @@ def weight_decay_factor(eta: float, lam: float, steps: int) -> float:
     lam = check_float("lam", lam, nonnegative=True)
     steps = check_int("steps", steps, low=0)
     return (1 - eta * lam) ** steps
+
+
+def gperp_bound_failure_exact(ell: int) -> tuple[float, float]:
+    r"""Exact failure probabilities of Theorem A's two bounds: $(\mathbb P[\chi^2_\ell < \ell/2],\ \mathbb P[\chi^2_\ell > 2\ell])$.
+
+    Given the part of the training in $P$, $\|g_\perp\|$ falls below $\beta\|u_I\|\sqrt{\ell/2}$ exactly when a
+    $\chi^2_\ell$ variable falls below $\ell/2$, and above $\beta\|u_I\|\sqrt{2\ell}$ exactly when it exceeds $2\ell$.
+    Both are at most $e^{-\ell/16}$ (:func:`tail_probability`).
+    """
+    from scipy.stats import chi2
+
+    ell = check_int("ell", ell, low=1)
+    return float(chi2.cdf(ell / 2, ell)), float(chi2.sf(2 * ell, ell))
+
+
+def gperp_bound_failure_chernoff(ell: int) -> tuple[float, float]:
+    r"""Chernoff bounds on the same two probabilities: $(e^{-\ell(\ln 2/2 - 1/4)},\ e^{-\ell(1-\ln 2)/2})$.
+
+    From $\mathbb P[\chi^2_\ell \le \ell/2] \le e^{\lambda\ell/2}(1+2\lambda)^{-\ell/2}$ at $\lambda = 1/2$ and
+    $\mathbb P[\chi^2_\ell \ge 2\ell] \le e^{-2\lambda\ell}(1-2\lambda)^{-\ell/2}$ at $\lambda = 1/4$.  The exponents
+    $0.0966\ell$ and $0.153\ell$ both exceed $\ell/16$.
+    """
+    ell = check_int("ell", ell, low=1)
+    return math.exp(-ell * (math.log(2) / 2 - 0.25)), math.exp(-ell * (1 - math.log(2)) / 2)
+
+
+def lambert_w0(x: float) -> float:
+    r"""The principal branch $W_0$ of the Lambert function on $[0, \infty)$: the $w \ge 0$ with $w e^w = x$.
+
+    Computed by Newton's method on $w + \ln w = \ln x$ (for $x > e$) or on $w e^w = x$, to full float64
+    precision.  Used by :func:`stationary_margin_bound`.
+    """
+    x = check_float("x", x, nonnegative=True)
+    if x == 0.0:
+        return 0.0
+    if x <= math.e:
+        w = x / math.e  # w e^w = x has its root in [0, 1] here; Newton from below converges
+        for _ in range(100):
+            ew = math.exp(w)
+            step = (w * ew - x) / (ew * (1 + w))
+            w -= step
+            if abs(step) <= 1e-15 * max(1.0, w):
+                break
+        return w
+    lx = math.log(x)
+    w = lx - math.log(lx) if lx > 1 else 1.0
+    for _ in range(100):
+        step = (w + math.log(w) - lx) / (1 + 1 / w)
+        w -= step
+        if abs(step) <= 1e-15 * w:
+            break
+    return w
+
+
+#: $\max_q q/(1+e^q) = W_0(1/e) \approx 0.2785$, attained at $q = 1 + W_0(1/e)$ (Theorem D, part 3).
+LOGISTIC_BALANCE_MAX = 0.27846454276107380
+
+
+def stationary_norm_bound(lam: float) -> float:
+    r"""Theorem D, part 3: at a stationary point of $L + \frac\lambda2\|\theta\|^2$, $\|\theta\|^2 \le W_0(1/e)/\lambda$.
+
+    From the balance $\lambda\|\theta\|^2 = \frac1n\sum_j q_j/(1+e^{q_j})$ (Euler's identity for the positively
+    homogeneous network, $q_j = y_jN(x_j)$) and $\max_q q/(1+e^q) = W_0(1/e) \approx 0.2785$.
+
+    Args:
+        lam: weight decay $\lambda > 0$.
+    Returns:
+        the bound on $\|W\|_F^2 + \|b\|^2$ (the trained parameters).
+    """
+    lam = check_float("lam", lam, positive=True)
+    return LOGISTIC_BALANCE_MAX / lam
+
+
+def stationary_margin_bound(lam: float, radius_sq: float) -> float:
+    r"""Theorem D, part 3: the train margin at a stationary point is at most $\max\{1, W_0(R^2/\lambda)\}$.
+
+    .. math:: \gamma = \min_j y_j N(x_j) \le \max\{1,\; W_0(R^2/\lambda)\},\qquad R^2 = 1 + \max_j\|x_j\|^2,
+
+    valid for $\|u\| = 1$ and the penalty $\frac\lambda2(\|W\|_F^2 + \|b\|^2)$ ($R^2 = \max_j\|x_j\|^2$ when the
+    biases are not trained).  It grows only like $\ln(R^2/\lambda)$.
+
+    Args:
+        lam: weight decay $\lambda > 0$.
+        radius_sq: $R^2 > 0$.
+    """
+    lam = check_float("lam", lam, positive=True)
+    radius_sq = check_float("radius_sq", radius_sq, positive=True)
+    return max(1.0, lambert_w0(radius_sq / lam))
