@@ -8,6 +8,8 @@ CHAPTERS := $(shell grep -l '^  format_name: myst' book/*.md)
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
+# Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning slows torch tenfold.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: book test notebooks env clean bench
 
@@ -26,15 +28,20 @@ book: $(STAMP)
 	rm -rf _build/.doctrees _build/jupyter_execute
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 
-# Unit tests, theory checks on fresh seeds, the pairing check, and nbval on the stored outputs.
+# Unit tests, theory checks on fresh seeds, the pairing check, and nbval on the stored outputs
+# (two pytest workers, one thread each, on the 2-core machine).
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  tests $(NOTEBOOKS)
 
 # Re-write every .ipynb from its .md and execute it in place (run after editing a chapter).
 notebooks: $(STAMP)
 	for f in $(CHAPTERS); do $(BIN)/jupytext --to ipynb --execute $$f || exit 1; done
+
+# Benchmark of the sweep engine against the plain per-network reference (see bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python bench/bench_engine.py
 
 clean:
 	rm -rf _build
