@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 CHAPTERS := $(shell grep -l '^  format_name: myst' book/*.md)
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 # Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning slows torch tenfold.
 export OMP_WAIT_POLICY := PASSIVE
 

@@ -46,6 +46,21 @@ def sample_on_subspace(
     return X
 
 
+def sphere_data(n: int, d: int, *, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    r"""``n`` points uniform on the sphere of radius $\sqrt d$ in $\mathbb R^d$ (no subspace).
+
+    .. math:: x_j = \sqrt d\, g_j / \|g_j\|, \qquad g_j \sim \mathcal N(0, I_d).
+
+    For $n \ll d$ the points are nearly orthogonal: $\langle x_i, x_k\rangle / d$ has mean 0 and
+    variance $1/d$ (the setting of the two neighbouring papers). Returns ``X`` of shape ``(n, d)``.
+    """
+    n = check_int("n", n, low=1)
+    d = check_int("d", d, low=1)
+    g = torch.Generator().manual_seed(check_int("seed", seed))
+    G = torch.randn(n, d, generator=g, dtype=dtype)
+    return math.sqrt(d) * G / G.norm(dim=1, keepdim=True)
+
+
 def sample_gaussian_on_subspace(sub: Subspace, n: int, *, seed: int, scale: float = 1.0) -> Tensor:
     r"""``n`` Gaussian points in $P$: $x_j = s\, Q_P g_j$, $g_j\sim\mathcal N(0, I_{d-\ell})$. Shape ``(n, d)``."""
     n = check_int("n", n, low=1)

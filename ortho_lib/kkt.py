@@ -30,6 +30,7 @@ from scipy.optimize import nnls
 from torch import Tensor
 
 from ._checks import check_float, check_int, check_labels, check_tensor
+from .data import sphere_data  # noqa: F401  (re-exported: the chapter imports it from here)
 from .network import TwoLayerParams, init_network, network_output
 
 __all__ = [
@@ -42,19 +43,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------- data
-def sphere_data(n: int, d: int, *, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    r"""``n`` points uniform on the sphere of radius $\sqrt d$ in $\mathbb R^d$: $x_i = \sqrt d\, g_i/\|g_i\|$.
-
-    Returns ``X`` of shape ``(n, d)``.  For $n \ll d$ these points are nearly orthogonal:
-    $\langle x_i, x_k\rangle / d$ has mean 0 and variance $1/d$.
-    """
-    n = check_int("n", n, low=1)
-    d = check_int("d", d, low=1)
-    g = torch.Generator().manual_seed(check_int("seed", seed))
-    G = torch.randn(n, d, generator=g, dtype=dtype)
-    return math.sqrt(d) * G / G.norm(dim=1, keepdim=True)
-
-
 def obtuse_data(n: int, d: int, *, seed: int, eps: float = 0.0, dtype: torch.dtype = torch.float64) -> Tensor:
     r"""``n`` points with $\|x_i\|^2 = d$ whose augmented vectors $\tilde x_i = (x_i, 1)$ have $\langle\tilde x_i,\tilde x_k\rangle = -c_{ik} \le 0$.
 

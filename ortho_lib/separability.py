@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_float, check_int, check_labels, check_tensor
+from .data import sphere_data  # noqa: F401  (re-exported: the chapter imports it from here)
 from .network import TwoLayerParams, _check_inputs, input_gradient, network_output
 from .subspaces import DEFAULT_DTYPE
 
@@ -47,21 +48,6 @@ def _check_params(params: object, name: str = "params") -> TwoLayerParams:
     if not isinstance(params, TwoLayerParams):
         raise TypeError(f"{name} must be TwoLayerParams, got {type(params).__name__}")
     return params
-
-
-def sphere_data(n: int, d: int, *, seed: int, dtype: torch.dtype = DEFAULT_DTYPE) -> Tensor:
-    r"""``n`` points uniform on the sphere of radius $\sqrt d$ in $\mathbb R^d$ (the paper's $\|x\| = \sqrt d$).
-
-    .. math:: x_j = \sqrt d\, g_j / \|g_j\|, \qquad g_j \sim \mathcal N(0, I_d).
-
-    Returns:
-        ``X`` of shape ``(n, d)``.
-    """
-    n = check_int("n", n, low=1)
-    d = check_int("d", d, low=1)
-    g = torch.Generator().manual_seed(check_int("seed", seed))
-    G = torch.randn(n, d, generator=g, dtype=dtype)
-    return math.sqrt(d) * G / G.norm(dim=1, keepdim=True)
 
 
 def one_step_noise(params: TwoLayerParams, X: Tensor, y: Tensor) -> Tensor:

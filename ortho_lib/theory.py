@@ -11,6 +11,7 @@ All square roots are of the quantities named in the book's statements:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 from ._checks import check_float, check_int
 
@@ -183,3 +184,24 @@ def stationary_margin_bound(lam: float, radius_sq: float) -> float:
     lam = check_float("lam", lam, positive=True)
     radius_sq = check_float("radius_sq", radius_sq, positive=True)
     return max(1.0, lambert_w0(radius_sq / lam))
+
+
+def mean_phi_chi(ell: int, c: "float | Sequence[float]") -> "np.ndarray":
+    r"""$\mathbb E\,\Phi(c\,X)$ for $X\sim\chi_\ell$ (Theorem B's exact alignment laws), by quadrature.
+
+    With $c = 1/\sqrt{m-1}$ this is the probability that a neuron is aligned; with
+    $c = \sqrt{k/(m-k)}$ the probability that the universal direction starts the right way.
+    ``c`` may be a scalar or an array; returns an array of the same length (``(len(c),)``).
+    Accuracy: about 1e-4 at $\ell = 1$, below 1e-9 for $\ell \ge 50$.
+    """
+    import numpy as np
+    from scipy import stats
+
+    ell = check_int("ell", ell, low=1)
+    cs = np.atleast_1d(np.asarray(c, dtype=float))
+    if not np.all(np.isfinite(cs)):
+        raise ValueError(f"c must be finite, got {c!r}")
+    r = np.linspace(max(0.0, math.sqrt(ell) - 12), math.sqrt(ell) + 12, 8001)
+    w = stats.chi.pdf(r, ell)
+    w = w / w.sum()
+    return stats.norm.cdf(np.multiply.outer(cs, r)) @ w
