@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CHAPTERS := $(shell grep -l '^  format_name: myst' book/*.md)
+CHAPTERS := $(shell grep -l 'format_name: myst' book/*.md)
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 export PYTHONHASHSEED := 0
 # Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning slows torch tenfold.
