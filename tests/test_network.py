@@ -87,3 +87,12 @@ def test_bad_inputs_are_named():
         ol.init_network(5, 3, seed=0, beta=0.0)
     with pytest.raises(TypeError, match="params must be TwoLayerParams"):
         ol.network_output("net", torch.zeros(5, dtype=torch.float64))
+
+
+def test_preactivations_are_Wx_plus_b():
+    p = ol.init_network(4, 6, seed=7, bias="uniform")
+    X = torch.randn(3, 4, dtype=torch.float64)
+    assert torch.allclose(ol.preactivations(p, X), X @ p.W.T + p.b, atol=1e-14)
+    assert ol.preactivations(p, X[0]).shape == (6,)
+    with pytest.raises(ValueError, match="X must have last dimension d = 4"):
+        ol.preactivations(p, torch.zeros(3, dtype=torch.float64))
