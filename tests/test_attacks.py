@@ -31,15 +31,6 @@ SEED = 2 * 10**6
 REL = 1e-6          # SCIP solves to a relative gap of about 1e-7 in the squared norm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only slows things down on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _random_net(d: int, m: int, seed: int, bias: float = 0.5) -> ol.TwoLayerParams:
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(m, d, generator=g, dtype=torch.float64) / math.sqrt(d)

@@ -9,17 +9,6 @@ from ortho_lib.engine import EnsembleResult, stack_params, train_ensemble
 TOL = 1e-12  # float64: the engine and train() differ only by rounding (observed ~1e-15)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: run them on one thread (restored afterwards).  On a busy 2-core machine,
-    two spinning OpenMP threads make each tiny matrix product wait for a descheduled partner (measured:
-    this file took 7 minutes with 2 threads and about 25 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem(seed, d=24, ell=12, m=16, n=10, E=4, bias="uniform"):
     sub = ol.random_subspace(d, ell, seed=seed)
     X = ol.sample_on_subspace(sub, n, seed=seed + 1)

@@ -27,15 +27,6 @@ E3 = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)               # normal t
 ALL_TRAINED = dict(train_bias=True, train_second_layer=True, train_output_bias=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrix products: one thread is fastest (and avoids contention on shared machines)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- line_data_2d
 
 

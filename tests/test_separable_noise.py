@@ -22,14 +22,6 @@ from ortho_lib.separability import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _net(d, m, seed, **kw):
     return ol.init_network(d, m, seed=seed, second_layer="gaussian", **kw)
 

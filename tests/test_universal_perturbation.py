@@ -26,14 +26,6 @@ LEVEL = 1e-8
 SEED = 3 * 10**6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_grid_quadrature_of_the_alignment_law_matches_adaptive_quadrature():
     from ortho_lib.theory import mean_phi_chi
 
