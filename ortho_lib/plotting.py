@@ -14,6 +14,19 @@ POS_COLOR = "#1f77b4"
 NEG_COLOR = "#d62728"
 
 
+def _labelled_points_2d(ax, X2: np.ndarray, y: np.ndarray, lim, title: Optional[str], *, edge: str, size: float) -> None:
+    """Scatter the two classes of ``X2`` (``(n, 2)``) on a square ``lim x lim`` frame with labelled axes."""
+    ax.scatter(*X2[y > 0].T, c=POS_COLOR, marker="o", edgecolors=edge, s=size, label="$y=+1$", zorder=3)
+    ax.scatter(*X2[y < 0].T, c=NEG_COLOR, marker="s", edgecolors=edge, s=size, label="$y=-1$", zorder=3)
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+
+
 def decision_grid_2d(
     params: TwoLayerParams, lim: Sequence[float] = (-1.0, 1.0), res: int = 301
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,15 +68,7 @@ def plot_decision_boundary_2d(
         ax.plot(s * v[0], s * v[1], ls="--", color="0.5", lw=1, label="data subspace $P$")
     yp = y.numpy()
     Xn = X.detach().numpy()
-    ax.scatter(*Xn[yp > 0].T, c=POS_COLOR, marker="o", edgecolors="k", s=45, label="$y=+1$", zorder=3)
-    ax.scatter(*Xn[yp < 0].T, c=NEG_COLOR, marker="s", edgecolors="k", s=45, label="$y=-1$", zorder=3)
-    ax.set_xlim(*lim)
-    ax.set_ylim(*lim)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title:
-        ax.set_title(title)
+    _labelled_points_2d(ax, Xn, yp, lim, title, edge="k", size=45)
 
 
 def zero_crossings_3d(
@@ -206,13 +211,5 @@ def plot_normal_flip_map(
     ax.contour(xx, yy, vals, levels=[0], colors="w", linewidths=1.2)
     yp = y.numpy()
     Xn = X.detach().numpy()
-    ax.scatter(*Xn[yp > 0, :2].T, c=POS_COLOR, marker="o", edgecolors="w", s=40, label="$y=+1$", zorder=3)
-    ax.scatter(*Xn[yp < 0, :2].T, c=NEG_COLOR, marker="s", edgecolors="w", s=40, label="$y=-1$", zorder=3)
-    ax.set_xlim(*lim)
-    ax.set_ylim(*lim)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title:
-        ax.set_title(title)
+    _labelled_points_2d(ax, Xn[:, :2], yp, lim, title, edge="w", size=40)
     return mesh, dist
