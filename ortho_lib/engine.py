@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_float, check_int, check_tensor
+from .data import check_on_subspace
 from .network import TwoLayerParams
 from .subspaces import Subspace
 
@@ -181,18 +182,11 @@ def _resolve_device(device: Optional[Union[str, torch.device]], default: torch.d
 
 def _check_on_subspace(sub: Subspace, X: Tensor) -> None:
     """Raise ``ValueError`` naming ``X`` if some input is off $P$ (relative tolerance by precision)."""
-    Xf = X.reshape(-1, X.shape[-1]).to(sub.basis.dtype)
-    Qp = sub.perp_basis.to(Xf.device)
-    dist = (Xf @ Qp).norm(dim=1)
     tol = 1e-9 if X.dtype == torch.float64 else 1e-5
-    scale = torch.clamp(Xf.norm(dim=1), min=1.0)
-    bad = (dist > tol * scale).nonzero().flatten()
-    if bad.numel():
-        j = int(bad[0])
-        raise ValueError(
-            f"X: input {j} is off the subspace sub (distance {float(dist[j]):.3g} > {tol:g} x its norm); "
-            f"{bad.numel()} of {Xf.shape[0]} inputs are off it — drop sub (mode 'span' or 'full' needs no subspace)"
-        )
+    try:
+        check_on_subspace(sub, X.reshape(-1, X.shape[-1]).to("cpu", sub.basis.dtype), tol=tol)
+    except ValueError as err:
+        raise ValueError(f"{err} — drop sub (mode 'span' or 'full' needs no subspace)") from None
 
 
 # ------------------------------------------------------------------------------------------ helpers
