@@ -41,18 +41,29 @@ processed in chunks of members small enough to stay in cache.  Works on CUDA (``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from . import _fused
 from ._checks import check_choice, check_float, check_int, check_tensor
 from .data import check_on_subspace
 from .network import TwoLayerParams
 from .subspaces import Subspace
 
+if TYPE_CHECKING:
+    from .train import TrainResult
+
 MODES = ("auto", "span", "subspace", "full")
 OPTIMIZERS = ("gd", "momentum")
+BACKENDS = ("auto", "torch", "fused")
+
+# backend="auto" takes the fused CPU kernel when one member-step costs at most this many multiply-adds
+# per product (m * n * k): below it a PyTorch step is dominated by dispatching its ~30 small operations.
+# Measured crossover on a 2-core machine (bench/README.md): about 2e5 to 4e5 for batches of 8 to 64 members.
+_FUSED_MAX_WORK = 200_000
 
 # CPU: members per chunk chosen so that one (members, m, n) work array is about this many bytes,
 # small enough that the few arrays touched by one step of a chunk stay in the shared L3 cache.
@@ -79,6 +90,8 @@ class EnsembleResult:
         perp_factor: ``(E,)`` the exact factor $a_T$ with $\\Pi_\\perp W(T) = a_T\\,\\Pi_\\perp W(0)$
             (equal to ``decay_factor`` for GD; the heavy-ball recursion for momentum).
         mode: the coordinates used (``"span"``, ``"subspace"``, ``"full"``; ``"loop"`` for the old loop).
+        initial: the ``E`` initial parameter sets; target_margin: ``(E,)`` targets (nan: none) or None;
+            optimizer, max_steps: as passed to :func:`train_ensemble`.
     """
 
     W: Tensor
@@ -93,6 +106,10 @@ class EnsembleResult:
     lr_sum: Optional[Tensor] = None
     perp_factor: Optional[Tensor] = None
     mode: str = "loop"
+    initial: Optional[list] = None
+    target_margin: Optional[Tensor] = None
+    optimizer: str = "gd"
+    max_steps: int = 0
 
     def __len__(self) -> int:
         return int(self.W.shape[0])
@@ -100,6 +117,27 @@ class EnsembleResult:
     def params(self, e: int) -> TwoLayerParams:
         """The parameters of member ``e``."""
         return TwoLayerParams(self.W[e], self.b[e], self.u[e], self.c[e])
+
+    def train_result(self, e: int) -> "TrainResult":
+        """Member ``e`` as the :class:`ortho_lib.train.TrainResult` that ``train()`` would have returned.
+
+        The engine records no history: ``history_steps``/``loss_history``/``margin_history`` hold the final
+        iterate only.
+        """
+        from .train import TrainResult
+
+        e = check_int("e", e, low=0, high=len(self) - 1)
+        if self.initial is None:
+            raise ValueError("this EnsembleResult carries no initial parameters (built by hand?)")
+        tgt = None if self.target_margin is None else float(self.target_margin[e])
+        return TrainResult(
+            params=self.params(e), initial=self.initial[e].clone(), steps=int(self.steps[e]),
+            reached=bool(self.reached[e]), target_margin=tgt, final_loss=float(self.final_loss[e]),
+            final_margin=float(self.final_margin[e]), history_steps=self.steps[e : e + 1].clone(),
+            loss_history=self.final_loss[e : e + 1].clone(), margin_history=self.final_margin[e : e + 1].clone(),
+            lr_sum=float(self.lr_sum[e]) if self.lr_sum is not None else 0.0,
+            decay_factor=float(self.decay_factor[e]) if self.decay_factor is not None else 1.0,
+            optimizer=self.optimizer, max_steps=self.max_steps)
 
 
 def stack_params(members: Sequence[TwoLayerParams]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -263,10 +301,12 @@ def train_ensemble(
     weight_decay: PerMember = 0.0,
     train_bias: bool = True,
     train_second_layer: bool = False,
+    train_output_bias: bool = False,
     sub: Optional[Subspace] = None,
     device: Optional[Union[str, torch.device]] = None,
     dtype: Optional[torch.dtype] = None,
     mode: str = "auto",
+    backend: str = "auto",
     stats: Optional[dict] = None,
 ) -> EnsembleResult:
     r"""Train ``E`` networks of equal shape, full batch, each until its own margin target or the budget.
@@ -284,13 +324,16 @@ def train_ensemble(
         lr, momentum, weight_decay: as in :func:`ortho_lib.train.train`; a number, or one value per member.
         max_steps: budget of updates (shared).
         target_margin: stop once the margin reaches it; None, a number, or one value per member.
-        train_bias, train_second_layer: which of $b$, $u$ are trained ($W$ always is; $c$ never is).
+        train_bias, train_second_layer, train_output_bias: which of $b$, $u$, $c$ are trained ($W$ always is).
         optimizer: ``"gd"`` or ``"momentum"``.
         sub: the data subspace $P$, if the inputs lie in it (checked: inputs off $P$ raise ``ValueError``);
             enables ``mode="subspace"``.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or None (the members' device).
         dtype: ``torch.float32`` or ``torch.float64`` (default: the members' dtype).
         mode: ``"auto"``, ``"span"``, ``"subspace"`` or ``"full"``.
+        backend: ``"torch"`` (batched tensor programs, CPU or CUDA), ``"fused"`` (one compiled loop per
+            member on the CPU, float64, modes ``"full"``/``"subspace"``: fastest for small networks, see
+            :mod:`ortho_lib._fused`) or ``"auto"`` (fused for small float64 CPU problems, else torch).
         stats: optional dict, filled with ``mode``, ``iterations``, ``chunk_members`` and ``matmuls``
             (a count per matrix-product shape ``(batch, M, K, N)``, for FLOP counts).
     Returns:
@@ -302,6 +345,7 @@ def train_ensemble(
     E, m, d = W0.shape
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("mode", mode, MODES)
+    check_choice("backend", backend, BACKENDS)
     max_steps = check_int("max_steps", max_steps, low=0)
     if dtype is None:
         dtype = W0.dtype
@@ -327,8 +371,10 @@ def train_ensemble(
     wds = _per_member("weight_decay", weight_decay, E, nonnegative=True)
     mus = _per_member("momentum", momentum, E, nonnegative=True, below=1.0)
     targets = None if target_margin is None else _per_member("target_margin", target_margin, E)
-    if not isinstance(train_bias, bool) or not isinstance(train_second_layer, bool):
-        raise TypeError("train_bias and train_second_layer must be bool")
+    for flag, value in (("train_bias", train_bias), ("train_second_layer", train_second_layer),
+                        ("train_output_bias", train_output_bias)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be bool, got {type(value).__name__}")
 
     if sub is not None:
         if not isinstance(sub, Subspace):
@@ -345,6 +391,25 @@ def train_ensemble(
     if k_sub is not None:
         cost["subspace"] = 2 * k_sub
     chosen = min(cost, key=lambda k: (cost[k], ("span", "subspace", "full").index(k))) if mode == "auto" else mode
+
+    # ---------------------------------------------------------------- the fused CPU kernel
+    if backend == "fused":
+        if not _fused.available():
+            raise ValueError("backend='fused' needs numba (pip install numba); use backend='torch'")
+        if dev.type != "cpu":
+            raise ValueError(f"backend='fused' runs on the CPU, got device {dev}; use backend='torch'")
+        if dtype != torch.float64:
+            raise ValueError(f"backend='fused' trains in float64, got dtype {dtype}; use backend='torch'")
+        if mode == "span":
+            raise ValueError("backend='fused' trains in 'full' or 'subspace' coordinates, not mode='span'")
+    fused_mode = chosen if mode != "auto" else ("subspace" if k_sub is not None and k_sub < k_full else "full")
+    use_fused = backend == "fused" or (
+        backend == "auto" and mode != "span" and dev.type == "cpu" and dtype == torch.float64
+        and _fused.available() and m * n * (k_sub if fused_mode == "subspace" else k_full) <= _FUSED_MAX_WORK)
+    if use_fused:
+        return _train_fused(W0, b0, u0, c0, X, y, lrs, wds, mus, targets, max_steps, optimizer, train_bias,
+                            train_second_layer, train_output_bias, sub if fused_mode == "subspace" else None,
+                            stats, _meta(members, targets, optimizer, max_steps))
 
     # ---------------------------------------------------------------- move everything to (dev, dtype)
     to = dict(device=dev, dtype=dtype)
@@ -403,6 +468,8 @@ def train_ensemble(
     if optimizer == "momentum" and train_second_layer:
         S["bu"] = torch.zeros_like(S["u"])
     S["c"] = c0d.clone()
+    if optimizer == "momentum" and train_output_bias:
+        S["bc"] = torch.zeros_like(S["c"])
     S["a"] = torch.ones(E, **to)   # coefficient of the initial weights (the exact perp factor)
     S["ca"] = torch.zeros(E, **to)  # its momentum-buffer coefficient
     S["eta"], S["lam"], S["mu"] = eta, lam, mu
@@ -443,7 +510,7 @@ def train_ensemble(
         for s0 in range(0, Ew, chunk):
             s1 = min(Ew, s0 + chunk)
             _iteration(S, mats, slice(s0, s1), last, chosen, optimizer, train_bias, train_second_layer,
-                       any_wd, shared, YF, Zbuf[: s1 - s0], Hbuf[: s1 - s0], Dbuf[: s1 - s0], st)
+                       train_output_bias, any_wd, shared, YF, Zbuf[: s1 - s0], Hbuf[: s1 - s0], Dbuf[: s1 - s0], st)
         _bookkeeping(S, YF, last)
         t += 1
         if stats is not None:
@@ -483,7 +550,7 @@ def train_ensemble(
         lrsum.append(ls)
         perp.append(pf)
     return EnsembleResult(
-        W=W.to(home), b=b.to(home), u=final["u"].to(home), c=c0d.to(home),
+        W=W.to(home), b=b.to(home), u=final["u"].to(home), c=final["c"].to(home),
         steps=steps,
         reached=final["reached"].cpu(),
         final_margin=final["fmargin"].to(device="cpu", dtype=torch.float64),
@@ -491,12 +558,19 @@ def train_ensemble(
         decay_factor=torch.tensor(decay, dtype=torch.float64),
         lr_sum=torch.tensor(lrsum, dtype=torch.float64),
         perp_factor=torch.tensor(perp, dtype=torch.float64),
-        mode=chosen,
+        mode=chosen, **_meta(members, targets, optimizer, max_steps),
     )
 
 
+def _meta(members: Sequence[TwoLayerParams], targets: Optional[list], optimizer: str, max_steps: int) -> dict:
+    """The run's description stored in :class:`EnsembleResult` (for :meth:`EnsembleResult.train_result`)."""
+    tgt = None if targets is None else torch.tensor(targets, dtype=torch.float64)
+    return dict(initial=list(members), target_margin=tgt, optimizer=optimizer, max_steps=max_steps)
+
+
 # State kept at the end, per mode, and the book-keeping of the stopping rule.
-_OUT_KEYS = {"span": ["A", "a", "u"], "subspace": ["Wc", "b", "u", "a", "Wperp0"], "full": ["Wc", "b", "u", "a"]}
+_OUT_KEYS = {"span": ["A", "a", "u", "c"], "subspace": ["Wc", "b", "u", "c", "a", "Wperp0"],
+             "full": ["Wc", "b", "u", "c", "a"]}
 _BOOK_KEYS = ["fmargin", "floss", "reached", "steps"]
 
 
@@ -537,7 +611,8 @@ def _bookkeeping(S: dict[str, Tensor], YF: Tensor, last: bool) -> None:
 
 
 def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: bool, mode: str,
-               optimizer: str, train_bias: bool, train_u: bool, any_wd: bool, shared: bool, YF: Tensor,
+               optimizer: str, train_bias: bool, train_u: bool, train_c: bool, any_wd: bool, shared: bool,
+               YF: Tensor,
                Z: Tensor, H: Tensor, D: Tensor, st: _Stats) -> None:
     r"""One iteration on a chunk of members: evaluate the margin and, for members still training, update.
 
@@ -614,6 +689,8 @@ def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: b
             S["a"][sl] = S["a"][sl] * fac
         if train_u:
             S["u"][sl] = u * fac.unsqueeze(-1) - eta.unsqueeze(-1) * grad_u
+        if train_c:
+            S["c"][sl] = S["c"][sl] * fac - eta * g.sum(-1)
     else:  # heavy ball: v <- mu v + grad + lam theta; theta <- theta - eta v
         mu = S["mu"][sl]
         if mode == "span":
@@ -645,3 +722,119 @@ def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: b
             if any_wd:
                 bu.addcmul_(u, lam.unsqueeze(-1))
             S["u"][sl] = u - eta.unsqueeze(-1) * bu
+        if train_c:
+            cc = S["c"][sl]
+            bc = mu * S["bc"][sl] + g.sum(-1)
+            if any_wd:
+                bc = bc + lam * cc
+            S["bc"][sl] = bc
+            S["c"][sl] = cc - eta * bc
+
+
+# ------------------------------------------------------------------------------------ fused backend
+
+def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: Tensor, lrs: list,
+                 wds: list, mus: list, targets: Optional[list], max_steps: int, optimizer: str,
+                 train_bias: bool, train_u: bool, train_c: bool, sub: Optional[Subspace],
+                 stats: Optional[dict], meta: dict) -> EnsembleResult:
+    r"""Train with the compiled kernel of :mod:`ortho_lib._fused` (CPU, float64).
+
+    In ``"subspace"`` coordinates (``sub`` given) the kernel trains $W_P = WQ_P$ on the features
+    $X_P = XQ_P$ and the result is rebuilt as $W = W_PQ_P^\top + a_T\,\Pi_\perp W(0)$; otherwise it trains
+    $W$ on $X$.  Members are split over ``torch.get_num_threads()`` Python threads (the kernel releases
+    the GIL; members are independent, so the result does not depend on the split).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    E, m, d = W0.shape
+    home = W0.device
+    f64 = dict(device="cpu", dtype=torch.float64)
+    W0c, Xc = W0.to(**f64), X.to(**f64)
+    if sub is not None:
+        Qp = sub.basis.to(**f64)
+        F = Xc @ Qp
+        Wc = W0c @ Qp
+        Wperp0 = W0c - Wc @ Qp.T
+    else:
+        F, Wc = Xc, W0c.clone()
+    FT = F.transpose(-1, -2).reshape(-1, F.shape[-1], F.shape[-2]).contiguous().numpy()  # (E_F, k, n)
+    Wn = Wc.contiguous().numpy()
+    bn = b0.to(**f64).clone().contiguous().numpy()
+    un = u0.to(**f64).clone().contiguous().numpy()
+    cn = c0.to(**f64).clone().reshape(E).contiguous().numpy()
+    yn = y.to(**f64).reshape(-1, y.shape[-1]).contiguous().numpy()
+    if bool((yn == yn[:1]).all()):
+        yn = yn[:1].copy()  # shared labels
+    n = yn.shape[1]
+    eta, lam, mu = np.array(lrs, dtype=np.float64), np.array(wds, dtype=np.float64), np.array(mus, dtype=np.float64)
+    tgt = np.array(targets if targets is not None else [0.0] * E, dtype=np.float64)
+    steps = np.zeros(E, dtype=np.int64)
+    yf = np.zeros((E, n), dtype=np.float64)
+    bad = np.zeros(E, dtype=np.bool_)
+    workers = max(1, min(torch.get_num_threads(), E))
+    orders = [np.arange(w, E, workers, dtype=np.int64) for w in range(workers)]
+
+    def run(order: np.ndarray) -> None:
+        _fused.train_members(order, Wn, bn, un, cn, FT, yn, eta, lam, mu, tgt, targets is not None, max_steps,
+                             optimizer == "momentum", train_bias, train_u, train_c, steps, yf, bad)
+
+    if workers == 1:
+        run(orders[0])
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, orders))
+    if bool(bad.any()):
+        e = int(np.flatnonzero(bad)[0])
+        raise FloatingPointError(f"training diverged: member {e} has a non-finite loss; lower lr")
+
+    steps_t = torch.from_numpy(steps)
+    decay, lrsum, perp = [], [], []
+    for e in range(E):
+        dfac, ls, pf = _perp_factor(optimizer, int(steps[e]), lrs[e], wds[e], mus[e])
+        decay.append(dfac)
+        lrsum.append(ls)
+        perp.append(pf)
+    perp_t = torch.tensor(perp, dtype=torch.float64)
+    Wt = torch.from_numpy(Wn)
+    if sub is not None:
+        Wt = Wt @ Qp.T + perp_t.view(E, 1, 1) * Wperp0
+    YF = torch.from_numpy(yf)
+    margin = YF.amin(dim=1)
+    loss = torch.nn.functional.softplus(-YF).mean(dim=1)
+    reached = margin >= torch.tensor(tgt) if targets is not None else torch.zeros(E, dtype=torch.bool)
+    if stats is not None:
+        _fused_stats(stats, steps, m, Wn.shape[2], n, train_u, "subspace" if sub is not None else "full")
+    dt = torch.float64
+    return EnsembleResult(
+        W=Wt.to(device=home, dtype=dt), b=torch.from_numpy(bn).to(device=home, dtype=dt),
+        u=torch.from_numpy(un).to(device=home, dtype=dt), c=torch.from_numpy(cn).to(device=home, dtype=dt),
+        steps=steps_t, reached=reached, final_margin=margin, final_loss=loss,
+        decay_factor=torch.tensor(decay, dtype=torch.float64), lr_sum=torch.tensor(lrsum, dtype=torch.float64),
+        perp_factor=perp_t, mode="subspace" if sub is not None else "full", **meta,
+    )
+
+
+def _fused_stats(stats: dict, steps: np.ndarray, m: int, k: int, n: int, train_u: bool, mode: str) -> None:
+    r"""Record the matrix products of the fused run as the batched products a tensor program would make.
+
+    At iteration ``t`` the members still evaluated (``steps >= t``) need the forward products
+    $WF^\top$ ``(m, k) x (k, n)`` and $u^\top\mathrm{relu}(Z)$; those still updated (``steps > t``) need
+    $GF$ ``(m, n) x (n, k)`` (and $\mathrm{relu}(Z)g$ when $u$ is trained) — each one batched product over
+    the members concerned.  These are the shapes the benchmark times plain ``torch.matmul`` at.
+    """
+    stats.update(mode=mode, backend="fused", chunk_members=1, iterations=int(steps.max()) + 1)
+    mm = stats.setdefault("matmuls", {})
+
+    def add(key: tuple, count: int) -> None:
+        if count > 0:
+            mm[key] = mm.get(key, 0) + count
+
+    prev, first = 0, 1  # iteration 0 is evaluated by every member
+    for s_ in sorted(set(int(v) for v in steps)):
+        alive = int((steps >= s_).sum())  # evaluated at iterations prev+1 .. s_, updated at prev .. s_-1
+        add((alive, m, k, n), s_ - prev + first)
+        add((alive, 1, m, n), s_ - prev + first)
+        add((alive, m, n, k), s_ - prev)
+        if train_u:
+            add((alive, m, n, 1), s_ - prev)
+        prev, first = s_, 0

@@ -1,5 +1,6 @@
-"""The sweep engine: exact agreement with ortho_lib.train.train in every coordinate system, batching,
-per-member stopping, the exact perp factor, precision/device options, and bad inputs."""
+"""The sweep engine: exact agreement with ortho_lib.train.train in every coordinate system and with both
+backends (batched torch, fused compiled kernel), batching, per-member stopping, the exact perp factor,
+precision/device options, and bad inputs."""
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ def _assert_same(res, refs, tol=TOL):
     for e, r in enumerate(refs):
         assert int(res.steps[e]) == r.steps, (e, int(res.steps[e]), r.steps)
         assert bool(res.reached[e]) == r.reached
-        for k in ("W", "b", "u"):
+        for k in ("W", "b", "u", "c"):
             diff = float((getattr(res, k)[e] - getattr(r.params, k)).abs().max())
             assert diff <= tol, (e, k, diff)
         assert abs(float(res.final_margin[e]) - r.final_margin) <= tol
@@ -31,41 +32,47 @@ def _assert_same(res, refs, tol=TOL):
 
 
 CASES = [("gd", 0.0), ("gd", 0.02), ("momentum", 0.0), ("momentum", 0.02)]
+# every implementation: (coordinates, backend)
+PATHS = [("subspace", "torch"), ("span", "torch"), ("full", "torch"), ("subspace", "fused"), ("full", "fused")]
 
 
-@pytest.mark.parametrize("mode", ["subspace", "span", "full"])
+@pytest.mark.parametrize("mode,backend", PATHS)
 @pytest.mark.parametrize("optimizer,wd", CASES)
-def test_reduced_training_equals_full_space_train_to_1e12(mode, optimizer, wd):
+def test_reduced_training_equals_full_space_train_to_1e12(mode, backend, optimizer, wd):
     sub, X, y, members = _problem(100)
     kw = dict(lr=0.3 if optimizer == "gd" else 0.1, max_steps=300, target_margin=1.5, optimizer=optimizer,
               weight_decay=wd)
     refs = [ol.train(p, X, y, **kw) for p in members]
-    res = train_ensemble(members, X, y, sub=sub, mode=mode, **kw)
-    assert res.mode == mode
+    st = {}
+    res = train_ensemble(members, X, y, sub=sub, mode=mode, backend=backend, stats=st, **kw)
+    assert res.mode == mode and st.get("backend", "torch") == backend
     _assert_same(res, refs)
 
 
-@pytest.mark.parametrize("train_bias,train_second_layer", [(False, False), (True, True), (False, True)])
-@pytest.mark.parametrize("mode", ["subspace", "span"])
-def test_which_layers_are_trained_matches_train(mode, train_bias, train_second_layer):
+@pytest.mark.parametrize("train_bias,train_second_layer,train_output_bias",
+                         [(False, False, False), (True, True, True), (False, True, False), (True, False, True)])
+@pytest.mark.parametrize("mode,backend", [("subspace", "torch"), ("span", "torch"), ("subspace", "fused")])
+@pytest.mark.parametrize("optimizer", ["gd", "momentum"])
+def test_which_layers_are_trained_matches_train(mode, backend, optimizer, train_bias, train_second_layer,
+                                                train_output_bias):
     sub, X, y, members = _problem(110)
     kw = dict(lr=0.2, max_steps=200, target_margin=1.0, weight_decay=0.01, train_bias=train_bias,
-              train_second_layer=train_second_layer)
+              train_second_layer=train_second_layer, train_output_bias=train_output_bias, optimizer=optimizer)
     refs = [ol.train(p, X, y, **kw) for p in members]
-    res = train_ensemble(members, X, y, sub=sub, mode=mode, **kw)
+    res = train_ensemble(members, X, y, sub=sub, mode=mode, backend=backend, **kw)
     _assert_same(res, refs)
-    if not train_bias:
-        assert torch.equal(res.b, stack_params(members)[1])
-    if not train_second_layer:
-        assert torch.equal(res.u, stack_params(members)[2])
+    W0, b0, u0, c0 = stack_params(members)
+    assert torch.equal(res.b, b0) != train_bias
+    assert torch.equal(res.u, u0) != train_second_layer
+    assert torch.equal(res.c, c0) != train_output_bias
 
 
-def test_long_weight_decay_run_to_the_stationary_limit_stays_exact():
+@pytest.mark.parametrize("mode,backend", [("span", "torch"), ("subspace", "torch"), ("subspace", "fused")])
+def test_long_weight_decay_run_to_the_stationary_limit_stays_exact(mode, backend):
     sub, X, y, members = _problem(120, E=2)
     kw = dict(lr=0.2, max_steps=1500, weight_decay=0.05)
     refs = [ol.train(p, X, y, **kw) for p in members]
-    for mode in ("span", "subspace"):
-        _assert_same(train_ensemble(members, X, y, sub=sub, mode=mode, **kw), refs)
+    _assert_same(train_ensemble(members, X, y, sub=sub, mode=mode, backend=backend, **kw), refs)
 
 
 def test_members_with_their_own_data_and_hyperparameters_equal_individual_runs():
@@ -79,9 +86,9 @@ def test_members_with_their_own_data_and_hyperparameters_equal_individual_runs()
     targets = [0.5, 1.0, 1.5, 0.5, 1.0, 1.5]
     refs = [ol.train(members[e], Xs[e], ys[e], lr=lrs[e], weight_decay=wds[e], target_margin=targets[e],
                      max_steps=400) for e in range(E)]
-    for mode in ("span", "subspace", "full"):
+    for mode, backend in PATHS:
         res = train_ensemble(members, Xs, ys, lr=lrs, weight_decay=wds, target_margin=targets, max_steps=400,
-                             sub=sub, mode=mode)
+                             sub=sub, mode=mode, backend=backend)
         _assert_same(res, refs)
 
 
@@ -107,17 +114,18 @@ def test_a_member_that_runs_out_of_budget_is_reported_as_not_reached():
 def test_zero_steps_returns_the_initial_parameters():
     sub, X, y, members = _problem(180)
     W0, b0, u0, c0 = stack_params(members)
-    for mode in ("span", "subspace", "full"):
-        res = train_ensemble(members, X, y, lr=0.1, max_steps=0, sub=sub, mode=mode)
+    for mode, backend in PATHS:
+        res = train_ensemble(members, X, y, lr=0.1, max_steps=0, sub=sub, mode=mode, backend=backend)
         assert res.steps.tolist() == [0] * len(members)
         assert float((res.W - W0).abs().max()) <= 1e-14 and torch.equal(res.u, u0)
 
 
+@pytest.mark.parametrize("backend", ["torch", "fused"])
 @pytest.mark.parametrize("optimizer", ["gd", "momentum"])
-def test_the_orthogonal_part_is_scaled_by_the_exact_perp_factor(optimizer):
+def test_the_orthogonal_part_is_scaled_by_the_exact_perp_factor(optimizer, backend):
     sub, X, y, members = _problem(190)
     res = train_ensemble(members, X, y, lr=0.2, max_steps=150, weight_decay=0.05, optimizer=optimizer,
-                         momentum=0.5)
+                         momentum=0.5, sub=sub, backend=backend)
     for e, p in enumerate(members):
         a = float(res.perp_factor[e])
         lhs = ol.P_perp(sub, res.W[e])
@@ -133,20 +141,20 @@ def test_the_orthogonal_part_is_scaled_by_the_exact_perp_factor(optimizer):
         assert float(res.perp_factor[0]) == pytest.approx(a, rel=1e-12)
 
 
-def test_auto_mode_picks_the_cheapest_coordinates():
+def test_auto_mode_picks_the_cheapest_coordinates_for_the_torch_backend():
     sub, X, y, members = _problem(200, d=24, ell=12, n=10)
     st = {}
-    train_ensemble(members, X, y, lr=0.1, max_steps=2, sub=sub, stats=st)
+    train_ensemble(members, X, y, lr=0.1, max_steps=2, sub=sub, stats=st, backend="torch")
     assert st["mode"] == "span"  # n = 10 < 2 (d - ell) = 24
     sub2 = ol.random_subspace(24, 20, seed=201)  # dim P = 4
     X2 = ol.sample_on_subspace(sub2, 30, seed=202)
     y2 = ol.random_labels(30, seed=203)
     st = {}
-    train_ensemble(members, X2, y2, lr=0.1, max_steps=2, sub=sub2, stats=st)
+    train_ensemble(members, X2, y2, lr=0.1, max_steps=2, sub=sub2, stats=st, backend="torch")
     assert st["mode"] == "subspace"  # 2 (d - ell) = 8 < n = 30
     X3 = torch.randn(60, 24, generator=torch.Generator().manual_seed(204), dtype=torch.float64)
     st = {}
-    train_ensemble(members, X3, ol.random_labels(60, seed=205), lr=0.1, max_steps=2, stats=st)
+    train_ensemble(members, X3, ol.random_labels(60, seed=205), lr=0.1, max_steps=2, stats=st, backend="torch")
     assert st["mode"] == "full"  # no subspace and 2 d = 48 < n = 60
 
 
@@ -162,6 +170,52 @@ def test_stats_record_every_matrix_product():
     assert st["matmuls"][(3, 1, m, n)] == 8
     assert st["matmuls"][(1, 3 * m, d, n)] == 1 and st["matmuls"][(1, 3 * m, n, d)] == 1
     assert isinstance(res, EnsembleResult) and len(res) == 3
+
+
+def test_auto_backend_is_fused_for_small_float64_cpu_problems_and_torch_otherwise():
+    sub, X, y, members = _problem(205)
+    st = {}
+    train_ensemble(members, X, y, lr=0.1, max_steps=2, sub=sub, stats=st)
+    assert st["backend"] == "fused" and st["mode"] == "subspace"  # dim P = 12 < d = 24
+    st = {}
+    train_ensemble(members, X, y, lr=0.1, max_steps=2, stats=st)
+    assert st["backend"] == "fused" and st["mode"] == "full"  # no subspace given
+    for over in (dict(dtype=torch.float32), dict(mode="span")):
+        st = {}
+        train_ensemble(members, X, y, lr=0.1, max_steps=2, sub=sub, stats=st, **over)
+        assert st.get("backend", "torch") == "torch", over
+    big = [ol.init_network(600, 400, seed=206)]
+    sub_big = ol.random_subspace(600, 100, seed=207)
+    Xb = ol.sample_on_subspace(sub_big, 50, seed=208)
+    st = {}
+    train_ensemble(big, Xb, ol.random_labels(50, seed=209), lr=0.1, max_steps=1, sub=sub_big, stats=st)
+    assert st.get("backend", "torch") == "torch"  # m n k = 400 * 50 * 500 multiply-adds per product
+
+
+def test_fused_stats_count_one_forward_per_evaluated_iterate_and_one_gradient_per_update():
+    sub, X, y, members = _problem(207, E=5)
+    st = {}
+    res = train_ensemble(members, X, y, lr=0.3, max_steps=2000, target_margin=1.5, sub=sub, backend="fused",
+                         stats=st)
+    m, n, k = 16, 10, 12
+    assert len(set(res.steps.tolist())) > 1
+    fwd = sum(b * c for (b, M, K, N), c in st["matmuls"].items() if (M, K, N) == (m, k, n))
+    grad = sum(b * c for (b, M, K, N), c in st["matmuls"].items() if (M, K, N) == (m, n, k))
+    assert fwd == int(res.steps.sum()) + 5 and grad == int(res.steps.sum())
+
+
+def test_fused_results_do_not_depend_on_the_number_of_threads():
+    sub, X, y, members = _problem(208, E=5)
+    kw = dict(lr=0.3, max_steps=500, target_margin=1.5, sub=sub, backend="fused")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = train_ensemble(members, X, y, **kw)
+        torch.set_num_threads(2)
+        two = train_ensemble(members, X, y, **kw)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.W, two.W) and torch.equal(one.steps, two.steps)
 
 
 def test_float32_option_trains_in_float32_and_agrees_with_float64():
@@ -199,10 +253,11 @@ def test_asking_for_cuda_without_a_gpu_is_a_value_error():
         train_ensemble(members, X, y, lr=0.1, max_steps=1, device="cuda")
 
 
-def test_an_overflowing_run_raises_floating_point_error_instead_of_returning_nan():
+@pytest.mark.parametrize("mode,backend", [("span", "torch"), ("full", "fused")])
+def test_an_overflowing_run_raises_floating_point_error_instead_of_returning_nan(mode, backend):
     sub, X, y, members = _problem(260, E=2)
     with pytest.raises(FloatingPointError, match="member 0"):
-        train_ensemble(members, X, y, lr=1.7e308, max_steps=5, mode="span")
+        train_ensemble(members, X, y, lr=1.7e308, max_steps=5, mode=mode, backend=backend)
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
@@ -243,6 +298,9 @@ def test_non_finite_members_are_rejected():
     ({"y": torch.zeros(10, dtype=torch.float64)}, "y"),
     ({"optimizer": "adam"}, "optimizer"),
     ({"mode": "fast"}, "mode"),
+    ({"backend": "numba"}, "backend"),
+    ({"backend": "fused", "dtype": torch.float32}, "dtype"),
+    ({"backend": "fused", "mode": "span"}, "span"),
     ({"lr": -0.1}, "lr"),
     ({"lr": [0.1, 0.2, 0.3]}, "lr"),
     ({"weight_decay": -1.0}, "weight_decay"),
@@ -282,3 +340,17 @@ def test_subspace_mode_needs_sub():
 def test_non_tensor_labels_are_a_type_error():
     with pytest.raises(TypeError, match="y"):
         _bad(y=[1, -1] * 5)()
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+def test_train_result_of_a_member_matches_what_train_returns(backend):
+    sub, X, y, members = _problem(340, E=3)
+    kw = dict(lr=0.3, max_steps=400, target_margin=1.5, weight_decay=0.01)
+    ens = train_ensemble(members, X, y, backend=backend, **kw)
+    for e, p in enumerate(members):
+        got, ref = ens.train_result(e), ol.train(p, X, y, **kw)
+        assert (got.steps, got.reached, got.target_margin, got.max_steps) == (ref.steps, ref.reached, 1.5, 400)
+        assert torch.equal(got.initial.W, p.W) and float((got.params.W - ref.params.W).abs().max()) <= TOL
+        assert got.decay_factor == ref.decay_factor and got.final_margin == pytest.approx(ref.final_margin, abs=TOL)
+    with pytest.raises(ValueError, match="e"):
+        ens.train_result(3)
