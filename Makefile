@@ -40,7 +40,7 @@ notebooks: $(STAMP)
 
 # Benchmark of the sweep engine against the plain per-network reference (see bench/README.md).
 bench: $(STAMP)
-	$(BIN)/python bench/bench_engine.py
+	env -u OMP_WAIT_POLICY $(BIN)/python bench/bench_engine.py
 
 clean:
 	rm -rf _build

@@ -39,14 +39,24 @@ def available() -> bool:
     return _HAVE_NUMBA
 
 
-def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_steps, momentum,
-                   train_b, train_u, train_c, steps, yf_out, bad):  # pragma: no cover - compiled
-    """Train the members listed in ``order`` in place, one after the other.
+def _softplus(x):  # pragma: no cover - compiled
+    """PyTorch's softplus (beta 1, threshold 20): x above 20, else log(1 + e^x)."""
+    return x if x > 20.0 else math.log1p(math.exp(x))
+
+
+def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, pen, perp_sq, tgt, has_tgt, budget, momentum,
+                   train_b, train_u, train_c, record_every, steps, yf_out, loss_out, a_out, bad,
+                   hist_t, hist_loss, hist_margin, hist_len):  # pragma: no cover - compiled
+    r"""Train the members listed in ``order`` in place, one after the other.
 
     Shapes: order ``(r,)`` int64 member indices; W ``(E, m, k)``; b, u ``(E, m)``; c ``(E,)``; FT
-    ``(E_F, k, n)`` (``E_F`` is 1 for shared features, else E); y ``(E_y, n)``; eta, lam, mu, tgt ``(E,)``;
-    has_tgt (bool); steps, bad ``(E,)`` outputs; yf_out ``(E, n)`` receives $y_jN(x_j)$ at each member's
-    final iterate.  Members touch disjoint slices, so disjoint ``order`` lists may run in parallel threads.
+    ``(E_F, k, n)`` (``E_F`` is 1 for shared features, else E); y ``(E_y, n)``; eta, lam, mu, pen (the
+    norm-penalty weight), perp_sq ($\|\Pi_\perp W(0)\|_F^2$ when W holds coordinates in P, else 0), tgt
+    ``(E,)`` float; budget ``(E,)`` int64; has_tgt (bool); record_every (0: no history).  Outputs: steps,
+    bad ``(E,)``; yf_out ``(E, n)`` ($y_jN(x_j)$ at the final iterate); loss_out ``(E,)``; a_out ``(E,)``
+    the factor with $\Pi_\perp W(T) = a_T\,\Pi_\perp W(0)$; hist_t, hist_loss, hist_margin ``(E, H)`` and
+    hist_len ``(E,)``, recorded as :func:`ortho_lib.train.train` does (every ``record_every`` steps and at
+    the last).  Members touch disjoint slices, so disjoint ``order`` lists may run in parallel threads.
     """
     E, m, k = W.shape
     n = FT.shape[2]
@@ -65,11 +75,13 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_ste
         ye = y[e if y.shape[0] > 1 else 0]
         We, be, ue = W[e], b[e], u[e]
         ce = c[e]
-        et, la, mo = eta[e], lam[e], mu[e]
+        et, la, mo, pe = eta[e], lam[e], mu[e], pen[e]
         vW[:, :] = 0.0
         vb[:] = 0.0
         vu[:] = 0.0
         vc = 0.0
+        a = 1.0  # Pi_perp W(t) = a Pi_perp W(0), and its momentum-buffer coefficient ca
+        ca = 0.0
         t = 0
         while True:
             # forward: Z = W F^T + b, f = u^T relu(Z) + c
@@ -86,21 +98,29 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_ste
                 ui = ue[i]
                 for j in range(n):
                     z = Z[i, j]
-                    if z > 0.0:
+                    if not z <= 0.0:  # z > 0, or nan (relu propagates nan, as torch.relu does)
                         f[j] += ui * z
             margin = math.inf
-            finite = True
+            loss = 0.0
             for j in range(n):
                 v = ye[j] * (f[j] + ce)
                 yf_out[e, j] = v
                 if v < margin:
                     margin = v
-                if not math.isfinite(v):
-                    finite = False
-            if not finite:
+                loss += _softplus(-v)
+            loss = loss / n
+            loss_out[e] = loss
+            if not math.isfinite(loss):
                 bad[e] = True
                 break
-            if (has_tgt and margin >= tgt[e]) or t >= max_steps:
+            done = (has_tgt and margin >= tgt[e]) or t >= budget[e]
+            if record_every > 0 and (t % record_every == 0 or done):
+                h = hist_len[e]
+                hist_t[e, h] = t
+                hist_loss[e, h] = loss
+                hist_margin[e, h] = margin
+                hist_len[e] = h + 1
+            if done:
                 break
             # backward
             for j in range(n):
@@ -130,6 +150,22 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_ste
                     if gij != 0.0:
                         for l in range(k):
                             gW[i, l] += gij * F[l, j]
+            # the norm penalty pen ||(W, b)||_F: gradient pen (W, b) / ||(W, b)|| (on b only if b is trained)
+            pn = 0.0
+            if pe > 0.0:
+                sq = a * a * perp_sq[e]
+                for i in range(m):
+                    for l in range(k):
+                        sq += We[i, l] * We[i, l]
+                    sq += be[i] * be[i]
+                nrm = math.sqrt(sq)
+                if nrm > 0.0:
+                    pn = pe / nrm
+                    for i in range(m):
+                        for l in range(k):
+                            gW[i, l] += pe * We[i, l] / nrm
+                        if train_b:
+                            gb[i] += pe * be[i] / nrm
             # update (gradients above were all taken at the current iterate)
             if momentum:
                 for i in range(m):
@@ -145,6 +181,8 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_ste
                 if train_c:
                     vc = mo * vc + (gc + la * ce)
                     ce -= et * vc
+                ca = mo * ca + (la + pn) * a
+                a = a - et * ca
             else:
                 for i in range(m):
                     for l in range(k):
@@ -155,12 +193,15 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, tgt, has_tgt, max_ste
                         ue[i] -= et * (gu[i] + la * ue[i])
                 if train_c:
                     ce -= et * (gc + la * ce)
+                a = a * (1.0 - et * (la + pn))
             t += 1
         c[e] = ce
         steps[e] = t
+        a_out[e] = a
 
 
 if _HAVE_NUMBA:
+    _softplus = numba.njit(cache=True, nogil=True)(_softplus)
     train_members = numba.njit(cache=True, nogil=True)(_train_members)
 else:  # pragma: no cover
     train_members = None

@@ -37,6 +37,15 @@ its updates, exactly as in :func:`ortho_lib.train.train`, and a member that has 
 update is masked) and dropped from the batch once enough members have stopped.  On the CPU the batch is
 processed in chunks of members small enough to stay in cache.  Works on CUDA (``device="cuda"`` or
 ``"auto"``) in float32 or float64.
+
+Two backends.  ``backend="torch"`` is the batched tensor program just described.  ``backend="fused"``
+(:mod:`ortho_lib._fused`) runs each member's whole training in one compiled loop on the CPU, in float64,
+in ``"full"`` or ``"subspace"`` coordinates: for small networks a torch step is some thirty tiny
+operations whose dispatch costs far more than their arithmetic, so this is much faster there (the
+book's Figure 2 sweep: 7 us instead of 550 us per network-step).  It also supports what only long
+single runs need: the norm penalty $\mu\|(W,b)\|_F$, a recorded history, per-member budgets (the
+last also on the torch backend).  ``backend="auto"`` takes the fused kernel for small float64 CPU
+problems (and whenever a fused-only option is asked for), the torch program otherwise.
 """
 from __future__ import annotations
 
@@ -90,8 +99,10 @@ class EnsembleResult:
         perp_factor: ``(E,)`` the exact factor $a_T$ with $\\Pi_\\perp W(T) = a_T\\,\\Pi_\\perp W(0)$
             (equal to ``decay_factor`` for GD; the heavy-ball recursion for momentum).
         mode: the coordinates used (``"span"``, ``"subspace"``, ``"full"``; ``"loop"`` for the old loop).
-        initial: the ``E`` initial parameter sets; target_margin: ``(E,)`` targets (nan: none) or None;
-            optimizer, max_steps: as passed to :func:`train_ensemble`.
+        initial: the ``E`` initial parameter sets; target_margin: ``(E,)`` targets or None;
+            optimizer, max_steps (one budget per member): as passed to :func:`train_ensemble`.
+        history_steps, loss_history, margin_history: with ``record_every``, one ``(r_e,)`` tensor per member,
+            recorded as :func:`ortho_lib.train.train` records them; else None.
     """
 
     W: Tensor
@@ -109,7 +120,10 @@ class EnsembleResult:
     initial: Optional[list] = None
     target_margin: Optional[Tensor] = None
     optimizer: str = "gd"
-    max_steps: int = 0
+    max_steps: Optional[list] = None
+    history_steps: Optional[list] = None
+    loss_history: Optional[list] = None
+    margin_history: Optional[list] = None
 
     def __len__(self) -> int:
         return int(self.W.shape[0])
@@ -121,8 +135,8 @@ class EnsembleResult:
     def train_result(self, e: int) -> "TrainResult":
         """Member ``e`` as the :class:`ortho_lib.train.TrainResult` that ``train()`` would have returned.
 
-        The engine records no history: ``history_steps``/``loss_history``/``margin_history`` hold the final
-        iterate only.
+        Without ``record_every`` the engine records no history, and ``history_steps``/``loss_history``/
+        ``margin_history`` hold the final iterate only.
         """
         from .train import TrainResult
 
@@ -130,14 +144,18 @@ class EnsembleResult:
         if self.initial is None:
             raise ValueError("this EnsembleResult carries no initial parameters (built by hand?)")
         tgt = None if self.target_margin is None else float(self.target_margin[e])
+        if self.history_steps is not None:
+            hist = (self.history_steps[e].clone(), self.loss_history[e].clone(), self.margin_history[e].clone())
+        else:
+            hist = (self.steps[e : e + 1].clone(), self.final_loss[e : e + 1].clone(),
+                    self.final_margin[e : e + 1].clone())
         return TrainResult(
             params=self.params(e), initial=self.initial[e].clone(), steps=int(self.steps[e]),
             reached=bool(self.reached[e]), target_margin=tgt, final_loss=float(self.final_loss[e]),
-            final_margin=float(self.final_margin[e]), history_steps=self.steps[e : e + 1].clone(),
-            loss_history=self.final_loss[e : e + 1].clone(), margin_history=self.final_margin[e : e + 1].clone(),
-            lr_sum=float(self.lr_sum[e]) if self.lr_sum is not None else 0.0,
+            final_margin=float(self.final_margin[e]), history_steps=hist[0], loss_history=hist[1],
+            margin_history=hist[2], lr_sum=float(self.lr_sum[e]) if self.lr_sum is not None else 0.0,
             decay_factor=float(self.decay_factor[e]) if self.decay_factor is not None else 1.0,
-            optimizer=self.optimizer, max_steps=self.max_steps)
+            optimizer=self.optimizer, max_steps=int(self.max_steps[e]) if self.max_steps is not None else 0)
 
 
 def stack_params(members: Sequence[TwoLayerParams]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -178,6 +196,19 @@ def _per_member(name: str, value: PerMember, E: int, *, positive: bool = False,
         raise ValueError(f"{name} must hold one value per member (E = {E}), got {len(value)}")
     return [check_float(f"{name}[{i}]", v, positive=positive, nonnegative=nonnegative, below=below)
             for i, v in enumerate(value)]
+
+
+def _per_member_int(name: str, value: Union[int, Sequence[int], Tensor], E: int) -> list[int]:
+    """A non-negative int or one per member, checked, as a list of ``E`` ints."""
+    if isinstance(value, Tensor):
+        value = int(value) if value.ndim == 0 else value.detach().cpu().reshape(-1).tolist()
+    if isinstance(value, (str, bytes)) or not (isinstance(value, int) or hasattr(value, "__len__")):
+        raise TypeError(f"{name} must be an int or a sequence of E = {E} ints, got {value!r}")
+    if not hasattr(value, "__len__"):
+        return [check_int(name, value, low=0)] * E
+    if len(value) != E:
+        raise ValueError(f"{name} must hold one value per member (E = {E}), got {len(value)}")
+    return [check_int(f"{name}[{i}]", v, low=0) for i, v in enumerate(value)]
 
 
 def _check_finite(name: str, x: Tensor) -> Tensor:
@@ -294,11 +325,13 @@ def train_ensemble(
     y: Tensor,
     *,
     lr: PerMember,
-    max_steps: int,
+    max_steps: Union[int, Sequence[int], Tensor],
     target_margin: Optional[PerMember] = None,
     optimizer: str = "gd",
     momentum: PerMember = 0.9,
     weight_decay: PerMember = 0.0,
+    norm_penalty: PerMember = 0.0,
+    record_every: Optional[int] = None,
     train_bias: bool = True,
     train_second_layer: bool = False,
     train_output_bias: bool = False,
@@ -322,7 +355,11 @@ def train_ensemble(
         X: ``(n, d)`` shared inputs, or ``(E, n, d)`` one training set per member.
         y: ``(n,)`` shared labels, or ``(E, n)``.
         lr, momentum, weight_decay: as in :func:`ortho_lib.train.train`; a number, or one value per member.
-        max_steps: budget of updates (shared).
+        max_steps: budget of updates; an int, or one per member.
+        norm_penalty: $\mu$ of the penalty $\mu\|(W, b)\|_F$ as in :func:`ortho_lib.train.train` (a number
+            or one per member); needs the fused backend.
+        record_every: record (step, loss, margin) every this many steps and at the last, as ``train()``
+            does (``EnsembleResult.history_*``); needs the fused backend.  None: no history.
         target_margin: stop once the margin reaches it; None, a number, or one value per member.
         train_bias, train_second_layer, train_output_bias: which of $b$, $u$, $c$ are trained ($W$ always is).
         optimizer: ``"gd"`` or ``"momentum"``.
@@ -346,7 +383,6 @@ def train_ensemble(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("mode", mode, MODES)
     check_choice("backend", backend, BACKENDS)
-    max_steps = check_int("max_steps", max_steps, low=0)
     if dtype is None:
         dtype = W0.dtype
     if dtype not in (torch.float32, torch.float64):
@@ -367,6 +403,11 @@ def train_ensemble(
         raise ValueError("X must hold at least one training point")
     y = _check_labels2(y, E, n)
 
+    budgets = _per_member_int("max_steps", max_steps, E)
+    max_steps = max(budgets)
+    pens = _per_member("norm_penalty", norm_penalty, E, nonnegative=True)
+    if record_every is not None:
+        record_every = check_int("record_every", record_every, low=1)
     lrs = _per_member("lr", lr, E, positive=True)
     wds = _per_member("weight_decay", weight_decay, E, nonnegative=True)
     mus = _per_member("momentum", momentum, E, nonnegative=True, below=1.0)
@@ -393,6 +434,13 @@ def train_ensemble(
     chosen = min(cost, key=lambda k: (cost[k], ("span", "subspace", "full").index(k))) if mode == "auto" else mode
 
     # ---------------------------------------------------------------- the fused CPU kernel
+    fused_only = [name for name, used in (("norm_penalty", any(v > 0 for v in pens)),
+                                          ("record_every", record_every is not None)) if used]
+    fused_ok = dev.type == "cpu" and dtype == torch.float64 and mode != "span" and _fused.available()
+    if fused_only and (backend == "torch" or not fused_ok):
+        raise ValueError(f"{' and '.join(fused_only)} need backend='fused' (CPU, float64, mode 'full' or "
+                         f"'subspace', numba installed); got backend={backend!r}, device {dev}, dtype {dtype}, "
+                         f"mode {mode!r}")
     if backend == "fused":
         if not _fused.available():
             raise ValueError("backend='fused' needs numba (pip install numba); use backend='torch'")
@@ -403,13 +451,12 @@ def train_ensemble(
         if mode == "span":
             raise ValueError("backend='fused' trains in 'full' or 'subspace' coordinates, not mode='span'")
     fused_mode = chosen if mode != "auto" else ("subspace" if k_sub is not None and k_sub < k_full else "full")
-    use_fused = backend == "fused" or (
-        backend == "auto" and mode != "span" and dev.type == "cpu" and dtype == torch.float64
-        and _fused.available() and m * n * (k_sub if fused_mode == "subspace" else k_full) <= _FUSED_MAX_WORK)
+    use_fused = backend == "fused" or (backend == "auto" and fused_ok and (
+        bool(fused_only) or m * n * (k_sub if fused_mode == "subspace" else k_full) <= _FUSED_MAX_WORK))
     if use_fused:
-        return _train_fused(W0, b0, u0, c0, X, y, lrs, wds, mus, targets, max_steps, optimizer, train_bias,
+        return _train_fused(W0, b0, u0, c0, X, y, lrs, wds, mus, pens, targets, budgets, optimizer, train_bias,
                             train_second_layer, train_output_bias, sub if fused_mode == "subspace" else None,
-                            stats, _meta(members, targets, optimizer, max_steps))
+                            record_every, stats, _meta(members, targets, optimizer, budgets))
 
     # ---------------------------------------------------------------- move everything to (dev, dtype)
     to = dict(device=dev, dtype=dtype)
@@ -473,6 +520,7 @@ def train_ensemble(
     S["a"] = torch.ones(E, **to)   # coefficient of the initial weights (the exact perp factor)
     S["ca"] = torch.zeros(E, **to)  # its momentum-buffer coefficient
     S["eta"], S["lam"], S["mu"] = eta, lam, mu
+    S["budget"] = torch.tensor(budgets, dtype=torch.long, device=dev)
     if tgt is not None:
         S["tgt"] = tgt
     if not shared:
@@ -501,17 +549,19 @@ def train_ensemble(
     Zbuf = torch.empty(0 if (chosen == "span" and optimizer == "gd") else min(chunk, E), m, n, **to)
     Hbuf = torch.empty(min(chunk, E), m, n, **to)
     Dbuf = torch.empty(min(chunk, E), m, n, **to)
+    Kbuf = torch.empty(min(chunk, E) if (chosen == "span" and optimizer == "gd") else 0, n, n, **to)
 
     t = 0
     while True:
         Ew = S["idx"].shape[0]
-        last = t >= max_steps  # the budget is spent: evaluate, do not update
+        last = t >= max_steps  # every budget is spent: evaluate, do not update
         YF = torch.empty(Ew, n, **to)  # y_j N(x_j) of every member at its current iterate
         for s0 in range(0, Ew, chunk):
             s1 = min(Ew, s0 + chunk)
-            _iteration(S, mats, slice(s0, s1), last, chosen, optimizer, train_bias, train_second_layer,
-                       train_output_bias, any_wd, shared, YF, Zbuf[: s1 - s0], Hbuf[: s1 - s0], Dbuf[: s1 - s0], st)
-        _bookkeeping(S, YF, last)
+            _iteration(S, mats, slice(s0, s1), t, last, chosen, optimizer, train_bias, train_second_layer,
+                       train_output_bias, any_wd, shared, YF, Zbuf[: s1 - s0], Hbuf[: s1 - s0], Dbuf[: s1 - s0],
+                       Kbuf[: s1 - s0], st)
+        _bookkeeping(S, YF, t)
         t += 1
         if stats is not None:
             stats["iterations"] += 1
@@ -558,11 +608,11 @@ def train_ensemble(
         decay_factor=torch.tensor(decay, dtype=torch.float64),
         lr_sum=torch.tensor(lrsum, dtype=torch.float64),
         perp_factor=torch.tensor(perp, dtype=torch.float64),
-        mode=chosen, **_meta(members, targets, optimizer, max_steps),
+        mode=chosen, **_meta(members, targets, optimizer, budgets),
     )
 
 
-def _meta(members: Sequence[TwoLayerParams], targets: Optional[list], optimizer: str, max_steps: int) -> dict:
+def _meta(members: Sequence[TwoLayerParams], targets: Optional[list], optimizer: str, max_steps: list) -> dict:
     """The run's description stored in :class:`EnsembleResult` (for :meth:`EnsembleResult.train_result`)."""
     tgt = None if targets is None else torch.tensor(targets, dtype=torch.float64)
     return dict(initial=list(members), target_margin=tgt, optimizer=optimizer, max_steps=max_steps)
@@ -589,7 +639,7 @@ def _compact(S: dict[str, Tensor], final: dict[str, Tensor]) -> None:
         S[key] = v.index_select(0, keep)
 
 
-def _bookkeeping(S: dict[str, Tensor], YF: Tensor, last: bool) -> None:
+def _bookkeeping(S: dict[str, Tensor], YF: Tensor, t: int) -> None:
     """The stopping rule for the whole batch, after an iteration: record the members that stop now.
 
     A member stops at its first evaluated iterate whose margin reaches its target (or when the budget is
@@ -599,7 +649,7 @@ def _bookkeeping(S: dict[str, Tensor], YF: Tensor, last: bool) -> None:
     margin = YF.amin(dim=1)
     loss = torch.nn.functional.softplus(-YF).mean(dim=1)  # the logistic loss, as in train()
     reached = (margin >= S["tgt"]) if "tgt" in S else torch.zeros_like(act_prev)
-    done = reached | last
+    done = reached | (S["budget"] <= t)  # this iterate is the member's first reaching its target, or its last
     newly = act_prev & done
     S["fmargin"] = torch.where(newly, margin, S["fmargin"])
     S["floss"] = torch.where(newly, loss, S["floss"])
@@ -610,10 +660,9 @@ def _bookkeeping(S: dict[str, Tensor], YF: Tensor, last: bool) -> None:
     S["steps"] = S["steps"] + act.to(torch.long)
 
 
-def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: bool, mode: str,
+def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, t: int, last: bool, mode: str,
                optimizer: str, train_bias: bool, train_u: bool, train_c: bool, any_wd: bool, shared: bool,
-               YF: Tensor,
-               Z: Tensor, H: Tensor, D: Tensor, st: _Stats) -> None:
+               YF: Tensor, Z: Tensor, H: Tensor, D: Tensor, Kg: Tensor, st: _Stats) -> None:
     r"""One iteration on a chunk of members: evaluate the margin and, for members still training, update.
 
     The margin $\min_j y_jN(x_j)$ is evaluated before the update, exactly as in ``train()``: a member whose
@@ -647,7 +696,7 @@ def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: b
     if last:
         return
     # ---------------------------------------------------------------- the stopping rule (before the update)
-    act = S["active"][sl]
+    act = S["active"][sl] & (S["budget"][sl] > t)
     if "tgt" in S:
         act = act & ~(yf.amin(dim=1) >= S["tgt"][sl])
     # ---------------------------------------------------------------- backward and update
@@ -673,7 +722,7 @@ def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: b
                     Z.mul_(fac.view(ec, 1, 1))
             A.addcmul_(D, coef.unsqueeze(1))  # A <- (1 - eta lam) A - eta G^T
             # Z^T <- (1 - eta lam) Z^T - eta G^T K = ... + D diag(-eta g) K  (one batched product)
-            Kg = coef.unsqueeze(-1) * K  # (ec, n, n): row j of K scaled by -eta g_j
+            torch.mul(coef.unsqueeze(-1), K, out=Kg)  # (ec, n, n): row j of K scaled by -eta g_j
             _mm_into(Z, Z, D, Kg, st)
         else:
             Wc, b = S["Wc"][sl], S["b"][sl]
@@ -734,15 +783,17 @@ def _iteration(S: dict[str, Tensor], mats: dict[str, Tensor], sl: slice, last: b
 # ------------------------------------------------------------------------------------ fused backend
 
 def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: Tensor, lrs: list,
-                 wds: list, mus: list, targets: Optional[list], max_steps: int, optimizer: str,
+                 wds: list, mus: list, pens: list, targets: Optional[list], budgets: list, optimizer: str,
                  train_bias: bool, train_u: bool, train_c: bool, sub: Optional[Subspace],
-                 stats: Optional[dict], meta: dict) -> EnsembleResult:
+                 record_every: Optional[int], stats: Optional[dict], meta: dict) -> EnsembleResult:
     r"""Train with the compiled kernel of :mod:`ortho_lib._fused` (CPU, float64).
 
     In ``"subspace"`` coordinates (``sub`` given) the kernel trains $W_P = WQ_P$ on the features
-    $X_P = XQ_P$ and the result is rebuilt as $W = W_PQ_P^\top + a_T\,\Pi_\perp W(0)$; otherwise it trains
-    $W$ on $X$.  Members are split over ``torch.get_num_threads()`` Python threads (the kernel releases
-    the GIL; members are independent, so the result does not depend on the split).
+    $X_P = XQ_P$ and the result is rebuilt as $W = W_PQ_P^\top + a_T\,\Pi_\perp W(0)$, with $a_T$ tracked by
+    the kernel (weight decay and norm penalty act on $\Pi_\perp W$ by a scalar factor per step; the norm
+    uses $\|W\|_F^2 = \|W_P\|_F^2 + a^2\|\Pi_\perp W(0)\|_F^2$); otherwise it trains $W$ on $X$.  Members
+    are split over ``torch.get_num_threads()`` Python threads (the kernel releases the GIL; members are
+    independent, so the result does not depend on the split).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -755,8 +806,10 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
         F = Xc @ Qp
         Wc = W0c @ Qp
         Wperp0 = W0c - Wc @ Qp.T
+        perp_sq = (Wperp0 ** 2).sum(dim=(1, 2)).numpy()
     else:
         F, Wc = Xc, W0c.clone()
+        perp_sq = np.zeros(E)
     FT = F.transpose(-1, -2).reshape(-1, F.shape[-1], F.shape[-2]).contiguous().numpy()  # (E_F, k, n)
     Wn = Wc.contiguous().numpy()
     bn = b0.to(**f64).clone().contiguous().numpy()
@@ -766,17 +819,28 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
     if bool((yn == yn[:1]).all()):
         yn = yn[:1].copy()  # shared labels
     n = yn.shape[1]
-    eta, lam, mu = np.array(lrs, dtype=np.float64), np.array(wds, dtype=np.float64), np.array(mus, dtype=np.float64)
-    tgt = np.array(targets if targets is not None else [0.0] * E, dtype=np.float64)
+
+    def arr(values: list) -> np.ndarray:
+        return np.array(values, dtype=np.float64)
+
+    tgt = arr(targets if targets is not None else [0.0] * E)
+    budget = np.array(budgets, dtype=np.int64)
+    rec = 0 if record_every is None else record_every
+    H = (int(budget.max()) // rec + 2) if rec else 1
     steps = np.zeros(E, dtype=np.int64)
-    yf = np.zeros((E, n), dtype=np.float64)
+    yf, loss = np.zeros((E, n)), np.zeros(E)
+    a_out = np.ones(E)
     bad = np.zeros(E, dtype=np.bool_)
+    hist_t, hist_loss, hist_margin = np.zeros((E, H), dtype=np.int64), np.zeros((E, H)), np.zeros((E, H))
+    hist_len = np.zeros(E, dtype=np.int64)
     workers = max(1, min(torch.get_num_threads(), E))
     orders = [np.arange(w, E, workers, dtype=np.int64) for w in range(workers)]
+    consts = (arr(lrs), arr(wds), arr(mus), arr(pens), perp_sq, tgt, targets is not None, budget,
+              optimizer == "momentum", train_bias, train_u, train_c, rec)
 
     def run(order: np.ndarray) -> None:
-        _fused.train_members(order, Wn, bn, un, cn, FT, yn, eta, lam, mu, tgt, targets is not None, max_steps,
-                             optimizer == "momentum", train_bias, train_u, train_c, steps, yf, bad)
+        _fused.train_members(order, Wn, bn, un, cn, FT, yn, *consts, steps, yf, loss, a_out, bad,
+                             hist_t, hist_loss, hist_margin, hist_len)
 
     if workers == 1:
         run(orders[0])
@@ -787,28 +851,28 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
         e = int(np.flatnonzero(bad)[0])
         raise FloatingPointError(f"training diverged: member {e} has a non-finite loss; lower lr")
 
-    steps_t = torch.from_numpy(steps)
-    decay, lrsum, perp = [], [], []
+    decay, lrsum = [], []
     for e in range(E):
-        dfac, ls, pf = _perp_factor(optimizer, int(steps[e]), lrs[e], wds[e], mus[e])
+        dfac, ls, _ = _perp_factor(optimizer, int(steps[e]), lrs[e], wds[e], mus[e])
         decay.append(dfac)
         lrsum.append(ls)
-        perp.append(pf)
-    perp_t = torch.tensor(perp, dtype=torch.float64)
+    perp_t = torch.from_numpy(a_out)
     Wt = torch.from_numpy(Wn)
     if sub is not None:
         Wt = Wt @ Qp.T + perp_t.view(E, 1, 1) * Wperp0
-    YF = torch.from_numpy(yf)
-    margin = YF.amin(dim=1)
-    loss = torch.nn.functional.softplus(-YF).mean(dim=1)
-    reached = margin >= torch.tensor(tgt) if targets is not None else torch.zeros(E, dtype=torch.bool)
+    margin = torch.from_numpy(yf).amin(dim=1)
+    reached = margin >= torch.from_numpy(tgt) if targets is not None else torch.zeros(E, dtype=torch.bool)
+    if rec:
+        meta = dict(meta, history_steps=[torch.from_numpy(hist_t[e, : hist_len[e]].copy()) for e in range(E)],
+                    loss_history=[torch.from_numpy(hist_loss[e, : hist_len[e]].copy()) for e in range(E)],
+                    margin_history=[torch.from_numpy(hist_margin[e, : hist_len[e]].copy()) for e in range(E)])
     if stats is not None:
         _fused_stats(stats, steps, m, Wn.shape[2], n, train_u, "subspace" if sub is not None else "full")
     dt = torch.float64
     return EnsembleResult(
         W=Wt.to(device=home, dtype=dt), b=torch.from_numpy(bn).to(device=home, dtype=dt),
         u=torch.from_numpy(un).to(device=home, dtype=dt), c=torch.from_numpy(cn).to(device=home, dtype=dt),
-        steps=steps_t, reached=reached, final_margin=margin, final_loss=loss,
+        steps=torch.from_numpy(steps), reached=reached, final_margin=margin, final_loss=torch.from_numpy(loss),
         decay_factor=torch.tensor(decay, dtype=torch.float64), lr_sum=torch.tensor(lrsum, dtype=torch.float64),
         perp_factor=perp_t, mode="subspace" if sub is not None else "full", **meta,
     )

@@ -253,11 +253,19 @@ def test_asking_for_cuda_without_a_gpu_is_a_value_error():
         train_ensemble(members, X, y, lr=0.1, max_steps=1, device="cuda")
 
 
-@pytest.mark.parametrize("mode,backend", [("span", "torch"), ("full", "fused")])
-def test_an_overflowing_run_raises_floating_point_error_instead_of_returning_nan(mode, backend):
+def test_an_overflowing_run_raises_floating_point_error_instead_of_returning_nan():
     sub, X, y, members = _problem(260, E=2)
     with pytest.raises(FloatingPointError, match="member 0"):
-        train_ensemble(members, X, y, lr=1.7e308, max_steps=5, mode=mode, backend=backend)
+        train_ensemble(members, X, y, lr=1.7e308, max_steps=5, mode="span")
+
+
+@pytest.mark.parametrize("mode,backend", [("full", "torch"), ("full", "fused")])
+def test_a_run_whose_loss_becomes_nan_raises_like_train(mode, backend):
+    sub, X, y, members = _problem(261, E=2)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        ol.train(members[0], X * 1e300, y, lr=1e10, max_steps=5)
+    with pytest.raises(FloatingPointError, match="member 0"):
+        train_ensemble(members, X * 1e300, y, lr=1e10, max_steps=5, mode=mode, backend=backend)
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
@@ -354,3 +362,65 @@ def test_train_result_of_a_member_matches_what_train_returns(backend):
         assert got.decay_factor == ref.decay_factor and got.final_margin == pytest.approx(ref.final_margin, abs=TOL)
     with pytest.raises(ValueError, match="e"):
         ens.train_result(3)
+
+
+@pytest.mark.parametrize("mode", ["full", "subspace"])
+@pytest.mark.parametrize("optimizer,wd", CASES)
+def test_norm_penalty_matches_train_in_full_and_subspace_coordinates(mode, optimizer, wd):
+    sub, X, y, members = _problem(350, E=3)
+    pens = [0.0, 0.05, 0.3]
+    kw = dict(lr=0.2 if optimizer == "gd" else 0.05, max_steps=300, target_margin=1.0, optimizer=optimizer,
+              weight_decay=wd, train_second_layer=True, train_output_bias=True)
+    refs = [ol.train(p, X, y, norm_penalty=pen, **kw) for p, pen in zip(members, pens)]
+    res = train_ensemble(members, X, y, sub=sub, mode=mode, norm_penalty=pens, **kw)
+    assert res.mode == mode
+    _assert_same(res, refs)
+
+
+def test_norm_penalty_shrinks_the_orthogonal_part_by_the_reported_perp_factor():
+    sub, X, y, members = _problem(355, E=2)
+    res = train_ensemble(members, X, y, sub=sub, lr=0.2, max_steps=200, norm_penalty=0.2)
+    for e, p in enumerate(members):
+        a = float(res.perp_factor[e])
+        assert 0.0 < a < float(res.decay_factor[e])  # the penalty shrinks Pi_perp W beyond weight decay
+        assert float((ol.P_perp(sub, res.W[e]) - a * ol.P_perp(sub, p.W)).abs().max()) <= 1e-13
+
+
+@pytest.mark.parametrize("mode", ["full", "subspace"])
+def test_recorded_history_equals_the_history_train_records(mode):
+    sub, X, y, members = _problem(360, E=3)
+    kw = dict(lr=0.3, max_steps=[400, 250, 50], target_margin=1.5, record_every=7)
+    res = train_ensemble(members, X, y, sub=sub, mode=mode, **kw)
+    for e, p in enumerate(members):
+        ref = ol.train(p, X, y, lr=0.3, max_steps=kw["max_steps"][e], target_margin=1.5, record_every=7)
+        got = res.train_result(e)
+        assert torch.equal(got.history_steps, ref.history_steps)
+        assert float((got.loss_history - ref.loss_history).abs().max()) <= TOL
+        assert float((got.margin_history - ref.margin_history).abs().max()) <= TOL
+
+
+@pytest.mark.parametrize("mode,backend", PATHS)
+def test_each_member_gets_its_own_budget(mode, backend):
+    sub, X, y, members = _problem(370, E=4)
+    budgets = [0, 5, 40, 17]
+    res = train_ensemble(members, X, y, lr=0.1, max_steps=budgets, target_margin=50.0, sub=sub, mode=mode,
+                         backend=backend)
+    assert res.steps.tolist() == budgets and not bool(res.reached.any())
+    for e, p in enumerate(members):
+        ref = ol.train(p, X, y, lr=0.1, max_steps=budgets[e], target_margin=50.0)
+        assert float((res.W[e] - ref.params.W).abs().max()) <= TOL
+        assert res.train_result(e).max_steps == budgets[e]
+
+
+@pytest.mark.parametrize("over,name", [
+    ({"norm_penalty": 0.1, "backend": "torch"}, "norm_penalty"),
+    ({"norm_penalty": 0.1, "mode": "span"}, "norm_penalty"),
+    ({"record_every": 10, "dtype": torch.float32}, "record_every"),
+    ({"record_every": 0}, "record_every"),
+    ({"norm_penalty": -0.1}, "norm_penalty"),
+    ({"max_steps": [3, 4, 5]}, "max_steps"),
+    ({"max_steps": [3, -1]}, r"max_steps\[1\]"),
+])
+def test_fused_only_options_and_bad_budgets_raise_value_error_naming_the_argument(over, name):
+    with pytest.raises(ValueError, match=name):
+        _bad(**over)()
