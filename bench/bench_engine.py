@@ -414,9 +414,10 @@ def main() -> int:
               f"{t_ref / t_eng:.1f}x, fraction of matmul peak {t_mm / t_eng:.2f}")
     print(f"  load average {os.getloadavg()[0]:.1f} at the end")
     if not args.no_profile and len(parts) > 1:
-        E = min(8, len(parts[1].members))
-        print(f"\nWhere the engine's time goes at the paper's scale (torch.profiler, part B, {E} networks, 20 steps):")
-        print(engine_profile(parts[1], dev, E, 20))
+        E = min(4, len(parts[1].members))
+        print(f"\nWhere the engine's time goes at the paper's scale (torch.profiler, part B, {E} networks, 60 steps; "
+              f"addmm, cat and copy_ of large arrays are the once-per-call set-up and the rebuilding of W):")
+        print(engine_profile(parts[1], dev, E, 60))
     if not all_ok:
         print("ERROR: the engine and the reference disagree", file=sys.stderr)
     print(f"results_agree: {all_ok}")
