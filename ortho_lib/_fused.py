@@ -15,9 +15,11 @@ coordinates in $P$; see :mod:`ortho_lib.engine`):
 
 with GD $\theta \leftarrow \theta - \eta(\nabla + \lambda\theta)$ or heavy ball
 $v \leftarrow \mu v + \nabla + \lambda\theta,\ \theta \leftarrow \theta - \eta v$ on the trained parameters,
-the margin $\min_j y_jf_j$ checked before every update.  Members run one after the other on one core
-(deterministic); every loop is written in "axpy" order (no reductions in the innermost loop) so that the
-compiler vectorises it without reassociating sums.  The kernel is compiled on first use and cached on disk.
+the margin $\min_j y_jf_j$ checked before every update; optionally the norm penalty
+$\mu\|(W,b)\|_F$, a recorded history and a budget per member.  One call trains its members one after
+the other (the engine runs disjoint sets of members in parallel threads; the result does not depend on
+the split).  The inner loops over a row are written in "axpy" order, so that the compiler can vectorise
+them without reassociating sums.  The kernel is compiled on first use and cached on disk.
 """
 from __future__ import annotations
 
