@@ -23,22 +23,34 @@ them without reassociating sums.  The kernel is compiled on first use and cached
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 
 import numpy as np
 
-try:  # numba is a dependency of ortho_lib; a missing install only disables this backend
-    import numba
-
-    _HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only without numba
-    numba = None
-    _HAVE_NUMBA = False
+_KERNEL = None  # the compiled train_members, made by kernel() on first use
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """Whether the fused backend can run (Numba is importable)."""
-    return _HAVE_NUMBA
+    """Whether the fused backend can run (Numba is installed; it is imported only by :func:`kernel`)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def kernel():
+    """The compiled :func:`_train_members` (Numba is imported and the kernel loaded from its cache or
+    compiled here, on first use, not when :mod:`ortho_lib` is imported)."""
+    global _KERNEL, _softplus
+    if _KERNEL is None:
+        if not available():
+            raise ModuleNotFoundError("the fused backend needs numba (pip install numba)")
+        import numba
+
+        jit = numba.njit(cache=True, nogil=True)
+        _softplus = jit(_softplus)  # a global the kernel calls: compiled first
+        _KERNEL = jit(_train_members)
+    return _KERNEL
 
 
 def _softplus(x):  # pragma: no cover - compiled
@@ -201,9 +213,3 @@ def _train_members(order, W, b, u, c, FT, y, eta, lam, mu, pen, perp_sq, tgt, ha
         steps[e] = t
         a_out[e] = a
 
-
-if _HAVE_NUMBA:
-    _softplus = numba.njit(cache=True, nogil=True)(_softplus)
-    train_members = numba.njit(cache=True, nogil=True)(_train_members)
-else:  # pragma: no cover
-    train_members = None

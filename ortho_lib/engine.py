@@ -50,7 +50,7 @@ problems (and whenever a fused-only option is asked for), the torch program othe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -179,36 +179,21 @@ def stack_params(members: Sequence[TwoLayerParams]) -> tuple[Tensor, Tensor, Ten
 
 # ----------------------------------------------------------------------------------------- checks
 
-def _per_member(name: str, value: PerMember, E: int, *, positive: bool = False,
-                nonnegative: bool = False, below: Optional[float] = None) -> list[float]:
-    """A scalar or one value per member, checked, as a list of ``E`` floats."""
+def _per_member(name: str, value: object, E: int, check: Callable[[str, object], object]) -> list:
+    """A scalar or one value per member, each checked by ``check(name, v)``, as a list of ``E`` values."""
     if isinstance(value, Tensor):
-        if value.ndim == 0:
-            value = float(value)
-        else:
-            value = value.detach().cpu().reshape(-1).tolist()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        v = check_float(name, value, positive=positive, nonnegative=nonnegative, below=below)
-        return [v] * E
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        value = value.item() if value.ndim == 0 else value.detach().cpu().reshape(-1).tolist()
+    if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a number or a sequence of E = {E} numbers, got {value!r}")
-    if len(value) != E:
-        raise ValueError(f"{name} must hold one value per member (E = {E}), got {len(value)}")
-    return [check_float(f"{name}[{i}]", v, positive=positive, nonnegative=nonnegative, below=below)
-            for i, v in enumerate(value)]
-
-
-def _per_member_int(name: str, value: Union[int, Sequence[int], Tensor], E: int) -> list[int]:
-    """A non-negative int or one per member, checked, as a list of ``E`` ints."""
-    if isinstance(value, Tensor):
-        value = int(value) if value.ndim == 0 else value.detach().cpu().reshape(-1).tolist()
-    if isinstance(value, (str, bytes)) or not (isinstance(value, int) or hasattr(value, "__len__")):
-        raise TypeError(f"{name} must be an int or a sequence of E = {E} ints, got {value!r}")
     if not hasattr(value, "__len__"):
-        return [check_int(name, value, low=0)] * E
+        return [check(name, value)] * E
     if len(value) != E:
         raise ValueError(f"{name} must hold one value per member (E = {E}), got {len(value)}")
-    return [check_int(f"{name}[{i}]", v, low=0) for i, v in enumerate(value)]
+    return [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _floats(**limits: object) -> Callable[[str, object], float]:
+    return lambda name, v: check_float(name, v, **limits)
 
 
 def _check_finite(name: str, x: Tensor) -> Tensor:
@@ -304,17 +289,25 @@ def _mm_into(out: Tensor, base: Optional[Tensor], A: Tensor, B: Tensor, stats: _
     return out
 
 
-def _perp_factor(optimizer: str, steps: int, eta: float, lam: float, mu: float) -> tuple[float, float, float]:
-    """Host-side exact scalars over ``steps`` updates: (decay_factor, lr_sum, perp_factor)."""
-    decay, lr_sum = 1.0, 0.0
-    a, c = 1.0, 0.0
-    for _ in range(steps):
-        lr_sum += eta
-        decay *= 1.0 - eta * lam
-        if optimizer == "momentum":
-            c = mu * c + lam * a
-            a = a - eta * c
-    return decay, lr_sum, (decay if optimizer == "gd" else a)
+def _host_factors(optimizer: str, steps: Tensor, lrs: list, wds: list, mus: list) -> dict[str, Tensor]:
+    r"""Per member, the scalars ``train()`` accumulates step by step (same order, so bitwise equal):
+    ``decay_factor`` $\prod_t(1-\eta\lambda)$, ``lr_sum`` $\sum_t\eta$, and ``perp_factor`` $a_T$ with
+    $\Pi_\perp W(T) = a_T\,\Pi_\perp W(0)$ under weight decay alone (the heavy-ball recursion for momentum)."""
+    out: dict[str, list] = {"decay_factor": [], "lr_sum": [], "perp_factor": []}
+    for e, T in enumerate(steps.tolist()):
+        eta, lam, mu = lrs[e], wds[e], mus[e]
+        decay, lr_sum = 1.0, 0.0
+        a, c = 1.0, 0.0
+        for _ in range(T):
+            lr_sum += eta
+            decay *= 1.0 - eta * lam
+            if optimizer == "momentum":
+                c = mu * c + lam * a
+                a = a - eta * c
+        out["decay_factor"].append(decay)
+        out["lr_sum"].append(lr_sum)
+        out["perp_factor"].append(decay if optimizer == "gd" else a)
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------- the engine
@@ -403,15 +396,15 @@ def train_ensemble(
         raise ValueError("X must hold at least one training point")
     y = _check_labels2(y, E, n)
 
-    budgets = _per_member_int("max_steps", max_steps, E)
+    budgets = _per_member("max_steps", max_steps, E, lambda name, v: check_int(name, v, low=0))
     max_steps = max(budgets)
-    pens = _per_member("norm_penalty", norm_penalty, E, nonnegative=True)
+    pens = _per_member("norm_penalty", norm_penalty, E, _floats(nonnegative=True))
     if record_every is not None:
         record_every = check_int("record_every", record_every, low=1)
-    lrs = _per_member("lr", lr, E, positive=True)
-    wds = _per_member("weight_decay", weight_decay, E, nonnegative=True)
-    mus = _per_member("momentum", momentum, E, nonnegative=True, below=1.0)
-    targets = None if target_margin is None else _per_member("target_margin", target_margin, E)
+    lrs = _per_member("lr", lr, E, _floats(positive=True))
+    wds = _per_member("weight_decay", weight_decay, E, _floats(nonnegative=True))
+    mus = _per_member("momentum", momentum, E, _floats(nonnegative=True, below=1.0))
+    targets = None if target_margin is None else _per_member("target_margin", target_margin, E, _floats())
     for flag, value in (("train_bias", train_bias), ("train_second_layer", train_second_layer),
                         ("train_output_bias", train_output_bias)):
         if not isinstance(value, bool):
@@ -593,21 +586,13 @@ def train_ensemble(
         W = final["Wc"]
         b = final["b"]
     steps = final["steps"].cpu()
-    decay, lrsum, perp = [], [], []
-    for e in range(E):
-        dfac, ls, pf = _perp_factor(optimizer, int(steps[e]), lrs[e], wds[e], mus[e])
-        decay.append(dfac)
-        lrsum.append(ls)
-        perp.append(pf)
     return EnsembleResult(
         W=W.to(home), b=b.to(home), u=final["u"].to(home), c=final["c"].to(home),
         steps=steps,
         reached=final["reached"].cpu(),
         final_margin=final["fmargin"].to(device="cpu", dtype=torch.float64),
         final_loss=final["floss"].to(device="cpu", dtype=torch.float64),
-        decay_factor=torch.tensor(decay, dtype=torch.float64),
-        lr_sum=torch.tensor(lrsum, dtype=torch.float64),
-        perp_factor=torch.tensor(perp, dtype=torch.float64),
+        **_host_factors(optimizer, steps, lrs, wds, mus),
         mode=chosen, **_meta(members, targets, optimizer, budgets),
     )
 
@@ -838,8 +823,10 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
     consts = (arr(lrs), arr(wds), arr(mus), arr(pens), perp_sq, tgt, targets is not None, budget,
               optimizer == "momentum", train_bias, train_u, train_c, rec)
 
+    train_members = _fused.kernel()  # before the threads start: compiled (or loaded) once
+
     def run(order: np.ndarray) -> None:
-        _fused.train_members(order, Wn, bn, un, cn, FT, yn, *consts, steps, yf, loss, a_out, bad,
+        train_members(order, Wn, bn, un, cn, FT, yn, *consts, steps, yf, loss, a_out, bad,
                              hist_t, hist_loss, hist_margin, hist_len)
 
     if workers == 1:
@@ -851,12 +838,7 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
         e = int(np.flatnonzero(bad)[0])
         raise FloatingPointError(f"training diverged: member {e} has a non-finite loss; lower lr")
 
-    decay, lrsum = [], []
-    for e in range(E):
-        dfac, ls, _ = _perp_factor(optimizer, int(steps[e]), lrs[e], wds[e], mus[e])
-        decay.append(dfac)
-        lrsum.append(ls)
-    perp_t = torch.from_numpy(a_out)
+    perp_t = torch.from_numpy(a_out)  # tracked by the kernel: it includes the norm penalty's shrinking
     Wt = torch.from_numpy(Wn)
     if sub is not None:
         Wt = Wt @ Qp.T + perp_t.view(E, 1, 1) * Wperp0
@@ -873,8 +855,7 @@ def _train_fused(W0: Tensor, b0: Tensor, u0: Tensor, c0: Tensor, X: Tensor, y: T
         W=Wt.to(device=home, dtype=dt), b=torch.from_numpy(bn).to(device=home, dtype=dt),
         u=torch.from_numpy(un).to(device=home, dtype=dt), c=torch.from_numpy(cn).to(device=home, dtype=dt),
         steps=torch.from_numpy(steps), reached=reached, final_margin=margin, final_loss=torch.from_numpy(loss),
-        decay_factor=torch.tensor(decay, dtype=torch.float64), lr_sum=torch.tensor(lrsum, dtype=torch.float64),
-        perp_factor=perp_t, mode="subspace" if sub is not None else "full", **meta,
+        **{**_host_factors(optimizer, torch.from_numpy(steps), lrs, wds, mus), "perp_factor": perp_t}, mode="subspace" if sub is not None else "full", **meta,
     )
 
 
