@@ -196,6 +196,15 @@ def test_norm_penalty_multiplies_a_minus_h_b_by_one_common_factor(seed, mu):
 # ----------------------------------------------------------------------------- the statement, part 3
 
 
+def _random_net_points_direction(seed, n):
+    """A random width-40 network on R^3, ``n`` Gaussian points and a random unit direction."""
+    g = torch.Generator().manual_seed(seed)
+    p = ol.init_network(3, 40, seed=seed, second_layer="gaussian", bias="uniform")
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(3, generator=g, dtype=torch.float64)
+    return p, X, v / v.norm()
+
+
 def _lipschitz_floor(params, X, v):
     L = float((params.u.abs() * (params.W @ v).abs()).sum())
     return ol.network_output(params, X).abs() / L
@@ -203,12 +212,7 @@ def _lipschitz_floor(params, X, v):
 
 @pytest.mark.parametrize("seed", [1041, 1042, 1043, 1044])
 def test_flip_distance_is_never_below_the_lipschitz_floor(seed):
-    g = torch.Generator().manual_seed(seed)
-    d, m, n = 3, 40, 200
-    p = ol.init_network(d, m, seed=seed, second_layer="gaussian", bias="uniform")
-    X = torch.randn(n, d, generator=g, dtype=torch.float64)
-    v = torch.randn(d, generator=g, dtype=torch.float64)
-    v = v / v.norm()
+    p, X, v = _random_net_points_direction(seed, 200)
     dist = ol.flip_norm_along(p, X, v, max_norm=50.0, mode="both")
     floor = _lipschitz_floor(p, X, v)
     assert bool((dist >= floor * (1 - 1e-9)).all())
@@ -216,12 +220,7 @@ def test_flip_distance_is_never_below_the_lipschitz_floor(seed):
 
 @pytest.mark.parametrize("seed", [1051, 1052, 1053])
 def test_first_order_distance_bounds_the_flip_distance_when_no_neuron_switches(seed):
-    g = torch.Generator().manual_seed(seed)
-    d, m, n = 3, 40, 1000
-    p = ol.init_network(d, m, seed=seed, second_layer="gaussian", bias="uniform")
-    X = torch.randn(n, d, generator=g, dtype=torch.float64)
-    v = torch.randn(d, generator=g, dtype=torch.float64)
-    v = v / v.norm()
+    p, X, v = _random_net_points_direction(seed, 1000)
     N = ol.network_output(p, X)
     s = ol.input_gradient(p, X) @ v
     t_star = N.abs() / s.abs()

@@ -25,14 +25,9 @@ ETA = 0.5
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(make_teacher_problem):
     """A fresh subspace, training set and test points (seeds unused by the chapter)."""
-    sub = ol.random_subspace(D, ELL, seed=810_001)
-    v = ol.teacher_direction(sub, seed=810_002)
-    X = ol.sample_on_subspace(sub, N_TRAIN, seed=810_003)
-    y = ol.teacher_labels(X, v)
-    X_test = ol.sample_on_subspace(sub, 201, seed=810_004)
-    return sub, X, y, X_test
+    return make_teacher_problem(D, ELL, N_TRAIN, seed=810_000)
 
 
 # --- the closed forms added to ortho_lib.theory -------------------------------------------------------

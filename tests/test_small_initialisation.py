@@ -21,14 +21,9 @@ SCALES = (D ** -0.5, D ** -1.0, D ** -1.5)
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(make_teacher_problem):
     """A fresh subspace, training set and test points (seeds unused by the chapter)."""
-    sub = ol.random_subspace(D, ELL, seed=910_001)
-    v = ol.teacher_direction(sub, seed=910_002)
-    X = ol.sample_on_subspace(sub, N_TRAIN, seed=910_003)
-    y = ol.teacher_labels(X, v)
-    X_test = ol.sample_on_subspace(sub, 201, seed=910_004)
-    return sub, X, y, X_test
+    return make_teacher_problem(D, ELL, N_TRAIN, seed=910_000)
 
 
 def _trained(problem, seed: int, beta: float, steps: int = 40):
