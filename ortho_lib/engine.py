@@ -71,7 +71,7 @@ BACKENDS = ("auto", "torch", "fused")
 
 # backend="auto" takes the fused CPU kernel when one member-step costs at most this many multiply-adds
 # per product (m * n * k): below it a PyTorch step is dominated by dispatching its ~30 small operations.
-# Measured crossover on a 2-core machine (bench/README.md): about 2e5 to 4e5 for batches of 8 to 64 members.
+# Measured crossover on a 2-core machine: about 2.5e5 for batches of 64 members, ~6e5 for 8.
 _FUSED_MAX_WORK = 200_000
 
 # CPU: members per chunk chosen so that one (members, m, n) work array is about this many bytes,
@@ -364,8 +364,9 @@ def train_ensemble(
         backend: ``"torch"`` (batched tensor programs, CPU or CUDA), ``"fused"`` (one compiled loop per
             member on the CPU, float64, modes ``"full"``/``"subspace"``: fastest for small networks, see
             :mod:`ortho_lib._fused`) or ``"auto"`` (fused for small float64 CPU problems, else torch).
-        stats: optional dict, filled with ``mode``, ``iterations``, ``chunk_members`` and ``matmuls``
-            (a count per matrix-product shape ``(batch, M, K, N)``, for FLOP counts).
+        stats: optional dict, filled with ``mode``, ``backend``, ``iterations``, ``chunk_members`` and
+            ``matmuls`` (a count per matrix-product shape ``(batch, M, K, N)``, for FLOP counts; the fused
+            kernel records the batched products a tensor program would make for the same iterations).
     Returns:
         :class:`EnsembleResult`; parameters on the members' device in the training dtype.
     """
@@ -535,6 +536,7 @@ def train_ensemble(
     chunk = E if dev.type == "cuda" else max(1, _CHUNK_BYTES // max(1, m * width * itemsize))
     if stats is not None:
         stats["mode"] = chosen
+        stats["backend"] = "torch"
         stats["chunk_members"] = int(min(chunk, E))
 
     final: dict[str, Tensor] = {key: S[key].clone() for key in _OUT_KEYS[chosen] + _BOOK_KEYS if key in S}
