@@ -31,8 +31,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_float, check_int, check_tensor
-from .network import TwoLayerParams, network_output
+from ._checks import check_choice, check_flag, check_float, check_int, check_seed, check_tensor, tolerance
+from .network import TwoLayerParams, _check_params, network_output
 
 __all__ = [
     "restrict_to_subspace",
@@ -51,21 +51,16 @@ __all__ = [
 # argument handling shared by the functions below
 # --------------------------------------------------------------------------------------------------
 
-def _check_params(params: object) -> TwoLayerParams:
-    if not isinstance(params, TwoLayerParams):
-        raise TypeError(f"params must be TwoLayerParams, got {type(params).__name__}")
-    return params
-
-
 def _check_basis(basis: Optional[Tensor], d: int, dtype: torch.dtype) -> Optional[Tensor]:
     if basis is None:
         return None
     Q = check_tensor("basis", basis, ndim=2)
     if Q.shape[0] != d or not 1 <= Q.shape[1] <= d:
         raise ValueError(f"basis must have shape (d, k) = ({d}, k) with 1 <= k <= {d}, got {tuple(Q.shape)}")
-    Q = Q.to(dtype)
+    tol = tolerance(Q.dtype, dtype)
+    Q = Q.detach().to(dtype)
     gram = Q.T @ Q
-    if float((gram - torch.eye(Q.shape[1], dtype=dtype)).abs().max()) > 1e-8:
+    if float((gram - torch.eye(Q.shape[1], dtype=dtype)).abs().max()) > tol:
         raise ValueError("basis must have orthonormal columns (basis.T @ basis = I)")
     return Q
 
@@ -80,14 +75,15 @@ def _points(params: TwoLayerParams, X: Tensor, name: str = "X") -> tuple[Tensor,
     return X.to(params.W.dtype), single
 
 
-def _local_problem(params: TwoLayerParams, X: Tensor, basis: Optional[Tensor]):
-    """Pre-activations ``H0 (n, m)``, effective first layer ``A (m, k)``, signs ``s (n,)``, outputs ``f0 (n,)``."""
+def _local_problem(params: TwoLayerParams, X: Tensor, basis: Optional[Tensor], name: str = "X"):
+    """Pre-activations ``H0 (n, m)``, effective first layer ``A (m, k)``, signs ``s (n,)``, outputs ``f0 (n,)``
+    (a point with ``N = 0`` is refused naming the caller's argument ``name``)."""
     H0 = X @ params.W.T + params.b
     f0 = torch.relu(H0) @ params.u + params.c
     A = params.W if basis is None else params.W @ basis
     if bool((f0 == 0).any()):
         j = int((f0 == 0).nonzero()[0])
-        raise ValueError(f"X: N(x) = 0 at point {j}; the flip distance needs N(x0) != 0")
+        raise ValueError(f"{name}: N(x) = 0 at point {j}; the flip distance needs N(x0) != 0")
     return H0, A, torch.sign(f0), f0
 
 
@@ -103,8 +99,10 @@ def restrict_to_subspace(params: TwoLayerParams, x0: Tensor, basis: Tensor) -> T
     Returns:
         :class:`TwoLayerParams` with ``W`` of shape ``(m, k)``, ``b = W x0 + b``, the same ``u`` and ``c``.
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     x0 = check_tensor("x0", x0, shape=(params.d,)).to(params.W.dtype)
+    if basis is None:
+        raise TypeError("basis must be a (d, k) tensor with orthonormal columns, got None")
     Q = _check_basis(basis, params.d, params.W.dtype)
     return TwoLayerParams(W=params.W @ Q, b=params.W @ x0 + params.b, u=params.u, c=params.c)
 
@@ -124,7 +122,7 @@ def preactivation_bounds(
     Returns:
         ``(lower, upper)``, each ``(n, m)`` (or ``(m,)`` for a single centre).
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     X, single = _points(params, X)
     Q = _check_basis(basis, params.d, params.W.dtype)
     r = _radii(radius, X.shape[0], params.W.dtype)
@@ -208,7 +206,7 @@ def crown_lower_bound(
         ``(n,)`` lower bounds (a scalar for one centre).  A positive value certifies that no
         perturbation in the ball flips the sign.
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     X, single = _points(params, X)
     Q = _check_basis(basis, params.d, params.W.dtype)
     check_choice("method", method, ("crown", "alpha-crown"))
@@ -267,7 +265,7 @@ def crown_certified_radius(
     Returns:
         ``(n,)`` certified radii (a scalar for one point).
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     X, single = _points(params, X)
     Q = _check_basis(basis, params.d, params.W.dtype)
     check_choice("method", method, ("crown", "alpha-crown"))
@@ -359,7 +357,10 @@ def exact_min_distance_milp(
     ``start`` (an attack's result) is handed to SCIP as the first incumbent; then ``radius`` defaults to
     its norm.  SCIP stops at ``node_limit`` nodes (deterministic) or ``time_limit`` seconds; then
     ``status`` says
-    so and ``[lower, distance]`` is the proven bracket.
+    so and ``[lower, distance]`` is the proven bracket.  SCIP's random seeds are fixed, so on one machine a
+    solve is repeatable; across machines the floating-point path (and the status: ``"optimal"`` or
+    ``"gaplimit"`` when the relative gap is closed to $10^{-7}$) may differ, while ``distance`` and ``lower``
+    agree to the stated gap: report the relative gap ``(distance - lower) / distance``, not the status.
 
     Args:
         x0: ``(d,)`` point with $N(x_0)\ne 0$.
@@ -371,18 +372,23 @@ def exact_min_distance_milp(
     Returns:
         :class:`MilpResult`.
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     x0 = check_tensor("x0", x0, shape=(params.d,)).to(params.W.dtype)
     Q = _check_basis(basis, params.d, params.W.dtype)
     node_limit = check_int("node_limit", node_limit, low=1)
     time_limit = check_float("time_limit", time_limit, positive=True)
-    H0, A, s, _ = _local_problem(params, x0[None, :], Q)
+    verbose = check_flag("verbose", verbose)
+    params = TwoLayerParams(*(t.detach() for t in (params.W, params.b, params.u, params.c)))  # solved off the graph
+    x0 = x0.detach()
+    H0, A, s, _ = _local_problem(params, x0[None, :], Q, "x0")
     sgn = float(s[0])
     v_start = None
     if start is not None:
-        start = check_tensor("start", start, shape=(params.d,)).to(params.W.dtype)
+        start = check_tensor("start", start, shape=(params.d,))
+        tol = tolerance(start.dtype, params.W.dtype)
+        start = start.detach().to(params.W.dtype)
         v_start = start if Q is None else Q.T @ start
-        if Q is not None and float((Q @ v_start - start).norm()) > 1e-9 * max(1.0, float(start.norm())):
+        if Q is not None and float((Q @ v_start - start).norm()) > tol * max(1.0, float(start.norm())):
             raise ValueError("start must lie in the span of basis")
         if sgn * float(network_output(params, x0 + start)) > 0:
             raise ValueError("start must flip the sign of N at x0 (s N(x0 + start) <= 0)")
@@ -437,6 +443,11 @@ def _solve_min_flip_milp(params, h0_t, AB, rho, sgn, R, y_start, node_limit, tim
     model.setParam("limits/time", time_limit)
     model.setParam("limits/nodes", node_limit)
     model.setParam("limits/gap", 1e-7)
+    # SCIP's random choices (LP permutations, tie-breaking in branching) from fixed seeds, stated here so
+    # that the search, and with it the answer, does not depend on a default that may change
+    model.setParam("randomization/randomseedshift", 0)
+    model.setParam("randomization/permutationseed", 0)
+    model.setParam("randomization/lpseed", 0)
     v = [model.addVar(f"v{j}", lb=-1.0, ub=1.0) for j in range(k)]
     t = model.addVar("t", lb=0.0, ub=1.0)
     model.addCons(pyscipopt.quicksum(vj * vj for vj in v) <= t)
@@ -502,7 +513,7 @@ class TwoClassLogits(torch.nn.Module):
 
     def __init__(self, params: TwoLayerParams, base: Optional[Tensor] = None, basis: Optional[Tensor] = None):
         super().__init__()
-        params = _check_params(params)
+        params = _check_params(params, single=True)
         if (base is None) != (basis is None):
             raise ValueError("base and basis must be given together (or neither)")
         self.register_buffer("W", params.W.detach().clone())
@@ -519,6 +530,9 @@ class TwoClassLogits(torch.nn.Module):
             self.base = None
 
     def forward(self, V: Tensor) -> Tensor:
+        """``(n, d)`` inputs (``(n, k)`` coordinates with a basis) -> ``(n, 2)`` logits $(-N/2, N/2)$."""
+        k = self.W.shape[1] if self.Q is None else self.Q.shape[1]
+        V = check_tensor("V", V, shape=(None, k)).to(self.W.dtype)
         if self.Q is not None:
             if V.shape[0] != self.base.shape[0]:
                 raise ValueError(f"V must have one row per base point ({self.base.shape[0]}), got {V.shape[0]}")
@@ -578,8 +592,9 @@ def ddn_min_distance(
         warnings.simplefilter("ignore", DeprecationWarning)
         import foolbox
 
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     X, _ = _points(params, X)
+    X = X.detach()
     Q = _check_basis(basis, params.d, params.W.dtype)
     steps = check_int("steps", steps, low=1)
     gamma = check_float("gamma", gamma, positive=True, below=1.0)
@@ -587,7 +602,7 @@ def ddn_min_distance(
     if not eps_list:
         raise ValueError("init_epsilon must hold at least one value")
     eps_list = [check_float("init_epsilon", e, positive=True) for e in eps_list]
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)
     _, _, s, _ = _local_problem(params, X, Q)
     labels = (s > 0).long()
     if Q is None:

@@ -13,29 +13,18 @@ would have produced.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ._checks import check_float, check_int, check_tensor
-from .network import TwoLayerParams, active_set, orthogonal_gradient
-from .subspaces import Subspace, Pi_P, distance_to_subspace
-
-
-def _check_params(params: object) -> TwoLayerParams:
-    if not isinstance(params, TwoLayerParams):
-        raise TypeError(f"params must be TwoLayerParams, got {type(params).__name__}")
-    return params
+from ._checks import check_float, check_int, check_seed, check_size, check_tensor, tolerance
+from .network import TwoLayerParams, active_set, _check_params, default_beta, orthogonal_gradient
+from .subspaces import Subspace, Pi_P, _check_subspace, distance_to_subspace
 
 
 def _check_sub(sub: object, d: int) -> Subspace:
-    if not isinstance(sub, Subspace):
-        raise TypeError(f"sub must be a Subspace, got {type(sub).__name__}")
-    if sub.d != d:
-        raise ValueError(f"sub must live in R^{d} like the network's inputs, got ambient dimension {sub.d}")
-    return sub
+    return _check_subspace(sub, d, against="the network's inputs")
 
 
 def _check_points(params: TwoLayerParams, X: object) -> Tensor:
@@ -43,10 +32,6 @@ def _check_points(params: TwoLayerParams, X: object) -> Tensor:
     if X.shape[-1] != params.d:
         raise ValueError(f"X must have last dimension d = {params.d} to match the network, got shape {tuple(X.shape)}")
     return X
-
-
-def _default_beta(beta: Optional[float], d: int) -> float:
-    return 1.0 / math.sqrt(d) if beta is None else check_float("beta", beta, positive=True)
 
 
 def active_second_layer_norm_sq(params: TwoLayerParams, X: Tensor) -> Tensor:
@@ -60,7 +45,7 @@ def active_second_layer_norm_sq(params: TwoLayerParams, X: Tensor) -> Tensor:
     Returns:
         ``(n,)`` (or ``()``).
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     X = _check_points(params, X)
     A = active_set(params, X).to(params.u.dtype)
     return A @ (params.u**2)
@@ -83,9 +68,9 @@ def gperp_chi2_statistic(
     Raises:
         ValueError: if some point has an empty active set ($\|u_I\| = 0$: the statistic is undefined there).
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     sub = _check_sub(sub, params.d)
-    beta = _default_beta(beta, params.d)
+    beta = default_beta(params.d) if beta is None else check_float("beta", beta, positive=True)
     X = _check_points(params, X)
     uI_sq = active_second_layer_norm_sq(params, X)
     if bool((uI_sq == 0).any()):
@@ -111,13 +96,15 @@ def resample_orthogonal_part(
         sub: the subspace $P$.
         seed: seed of $G$.
         beta: scale of the new entries (default $1/\sqrt d$).
+    Returns:
+        the network with the new first layer, in the dtype of ``params`` ($G$ is drawn in float64).
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     sub = _check_sub(sub, params.d)
-    beta = _default_beta(beta, params.d)
-    gen = torch.Generator().manual_seed(check_int("seed", seed))
-    G = torch.randn(params.m, sub.ell, generator=gen, dtype=params.W.dtype)
-    W = Pi_P(sub, params.W) + beta * G @ sub.perp_basis.T.to(params.W.dtype)
+    beta = default_beta(params.d) if beta is None else check_float("beta", beta, positive=True)
+    gen = torch.Generator().manual_seed(check_seed("seed", seed))
+    G = torch.randn(params.m, sub.ell, generator=gen, dtype=torch.float64).to(params.W.dtype)
+    W = Pi_P(sub, params.W).to(params.W.dtype) + beta * G @ sub.perp_basis.T.to(params.W.dtype)
     return params.replace(W=W)
 
 
@@ -150,25 +137,28 @@ def resampled_gperp_norms(
     Returns:
         ``(draws,)`` norms.
     """
-    params = _check_params(params)
+    params = _check_params(params, single=True)
     sub = _check_sub(sub, params.d)
-    beta = _default_beta(beta, params.d)
-    x0 = check_tensor("x0", x0, shape=(params.d,)).to(params.W.dtype)
+    beta = default_beta(params.d) if beta is None else check_float("beta", beta, positive=True)
+    x0 = check_tensor("x0", x0, shape=(params.d,)).detach()
     dist = float(distance_to_subspace(sub, x0[None, :])[0])
-    if dist > 1e-9 * max(1.0, float(x0.norm())):
+    if dist > tolerance(x0.dtype, sub.basis.dtype, params.W.dtype) * max(1.0, float(x0.norm())):
         raise ValueError(f"x0 must lie in P (its active set must not depend on Pi_perp W); distance {dist:.3g}")
+    x0 = x0.to(params.W.dtype)
     draws = check_int("draws", draws, low=1)
+    check_size("draws", draws)
     chunk_elements = check_int("chunk_elements", chunk_elements, low=1)
-    uI = params.u[active_set(params, x0)]
+    seed = check_seed("seed", seed)
+    uI = params.u.detach()[active_set(params, x0)]
     k, ell = int(uI.numel()), sub.ell
     out = torch.zeros(draws, dtype=params.W.dtype)
     if k == 0:
         return out
     per = max(1, chunk_elements // (k * ell))
-    gen = torch.Generator().manual_seed(check_int("seed", seed))
+    gen = torch.Generator().manual_seed(seed)
     for start in range(0, draws, per):
         c = min(per, draws - start)
-        G = torch.randn(c, k, ell, generator=gen, dtype=params.W.dtype)
+        G = torch.randn(c, k, ell, generator=gen, dtype=torch.float64).to(params.W.dtype)
         coords = beta * torch.einsum("k,ckl->cl", uI, G)
         out[start : start + c] = coords.norm(dim=-1)
     return out

@@ -30,7 +30,8 @@ def test_plot_decision_boundary_2d_draws_points_and_labels():
 
 def test_zero_crossings_3d_lie_on_the_surface():
     # N(x) = x3 - 0.5: the surface is the plane x3 = 0.5
-    p = ol.make_params(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), u=torch.tensor([1.0], dtype=torch.float64), c=-0.5)
+    p = ol.TwoLayerParams(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
+                          torch.tensor([1.0], dtype=torch.float64), -0.5)
     S = plotting.zero_crossings_3d(p, (0, 1), res=5, res_z=11)
     assert S.shape == (25, 3) and np.allclose(S[:, 2], 0.5)
 

@@ -15,9 +15,10 @@ def test_random_subspace_bases_are_orthonormal_and_complementary():
 
 
 def test_projections_sum_to_identity_and_are_idempotent():
+    """Pi_P and P_perp applied to the identity (row-wise) are the two projection matrices (was projection_matrices)."""
     s = ol.random_subspace(10, 4, seed=2)
-    PP, Pp = ol.projection_matrices(s)
-    I = torch.eye(10, dtype=PP.dtype)
+    I = torch.eye(10, dtype=torch.float64)
+    PP, Pp = ol.Pi_P(s, I), ol.P_perp(s, I)
     assert torch.allclose(PP + Pp, I, atol=1e-12)
     assert torch.allclose(PP @ PP, PP, atol=1e-12) and torch.allclose(Pp @ PP, 0 * I, atol=1e-12)
 
@@ -26,7 +27,7 @@ def test_Pi_P_and_P_perp_act_row_wise():
     s = ol.random_subspace(8, 3, seed=3)
     X = torch.randn(5, 8, dtype=torch.float64)
     assert torch.allclose(ol.Pi_P(s, X) + ol.P_perp(s, X), X, atol=1e-12)
-    assert torch.allclose(ol.perp_coordinates(s, X).norm(dim=1), ol.P_perp(s, X).norm(dim=1), atol=1e-12)
+    assert torch.allclose(ol.subspaces.perp_coordinates(s, X).norm(dim=1), ol.P_perp(s, X).norm(dim=1), atol=1e-12)
 
 
 def test_random_subspace_is_rotation_invariant_in_distribution():
@@ -82,3 +83,21 @@ def test_subspace_from_dependent_vectors_is_rejected():
         ol.subspace_from_vectors(torch.tensor([[1.0, 1.0, 0.0], [2.0, 2.0, 0.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="vectors must hold between 1 and d-1"):
         ol.subspace_from_vectors(torch.eye(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("which", ["basis", "perp_basis"])
+def test_subspace_rejects_a_scaled_basis(which):
+    """Contract of Subspace: its bases must be orthonormal; a basis scaled by 2 (same span) is rejected."""
+    s = ol.random_subspace(8, 3, seed=5)
+    bases = {"basis": s.basis, "perp_basis": s.perp_basis}
+    bases[which] = 2 * bases[which]
+    with pytest.raises(ValueError, match="^Subspace.basis and Subspace.perp_basis must have orthonormal columns"):
+        ol.Subspace(**bases)
+    ol.Subspace(s.basis, s.perp_basis)                                    # the unscaled pair is accepted
+
+
+def test_subspace_rejects_bases_that_do_not_fill_R_d():
+    """Contract of Subspace: basis (d, d - ell) and perp_basis (d, ell) together make a d x d matrix."""
+    s = ol.random_subspace(8, 3, seed=5)
+    with pytest.raises(ValueError, match=r"^Subspace.basis \(d, d - ell\) and Subspace.perp_basis"):
+        ol.Subspace(s.basis, s.perp_basis[:, :2])

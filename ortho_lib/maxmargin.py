@@ -13,88 +13,59 @@ The max-margin problem and its KKT conditions are
 
 with $\lambda_i \ge 0$, $\lambda_i = 0$ unless $y_i N_\theta(x_i) = 1$, and $s_{ij} \in \partial\sigma(\tilde w_j^\top\tilde x_i)$.
 This module measures how close a network is to such a point (normalised margin, multipliers recovered
-by non-negative least squares, stationarity residual), trains towards it (:func:`train_max_margin`),
-builds exact KKT points on data whose augmented inputs are orthogonal, and provides the explicit
+by non-negative least squares, stationarity residual), builds exact KKT points on data whose augmented inputs are orthogonal, and provides the explicit
 robust network $N_{\mathrm{rob}}(x) = \sum_i y_i\,\sigma(\langle x_i, x\rangle/d - 1/2)$ with a certified radius.
 
 The network's second layer is called ``u`` in code (as in :mod:`ortho_lib.network`) and $v$ in the paper.
+Training towards such a point is :func:`ortho_lib.train` with ``TrainConfig(schedule="max_margin",
+trained="Wbu")``; the closed-form bounds are in :mod:`ortho_lib.theory`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from scipy.optimize import nnls
 from torch import Tensor
 
 from ._checks import check_float, check_int, check_labels, check_tensor
-from .data import sphere_data  # noqa: F401  (re-exported: the chapter imports it from here)
-from .network import TwoLayerParams, init_network, network_output
-
-__all__ = [
-    "sphere_data", "obtuse_data", "augmented_gram", "parameter_norm_sq", "normalized_margin",
-    "fraction_on_margin", "rescale_to_unit_margin", "balance_layers", "stationarity_matrix",
-    "stationarity_residual", "KKTFit", "kkt_multipliers", "flip_direction", "robust_network",
-    "robust_certified_radius", "construct_kkt_point", "small_init", "MarginRun", "train_max_margin",
-    "kkt_flip_bound", "orthogonal_max_margin_value",
-]
+from .network import TwoLayerParams, _check_params, network_output
 
 
-# ----------------------------------------------------------------------------------------------- data
-def obtuse_data(n: int, d: int, *, seed: int, eps: float = 0.0, dtype: torch.dtype = torch.float64) -> Tensor:
-    r"""``n`` points with $\|x_i\|^2 = d$ whose augmented vectors $\tilde x_i = (x_i, 1)$ have $\langle\tilde x_i,\tilde x_k\rangle = -c_{ik} \le 0$.
-
-    The $c_{ik} = c_{ki}$ are uniform on $[0, \varepsilon d]$ (``eps`` $=\varepsilon$); ``eps=0`` gives exactly
-    orthogonal augmented inputs, $\tilde G = (d+1) I_n$.  Built as $X = M^{1/2}U^\top$ with
-    $M = (d+1)I_n - C - \mathbf 1\mathbf 1^\top$ and $U$ a random ``(d, n)`` matrix with orthonormal columns,
-    so $XX^\top = M$ exactly.  On such data one neuron per label-pure group of points is an exact KKT point
-    (:func:`construct_kkt_point`).  Needs ``n <= d`` and $M$ positive definite.
-    """
-    d = check_int("d", d, low=1)
-    n = check_int("n", n, low=1, high=d)
-    eps = check_float("eps", eps, nonnegative=True)
-    g = torch.Generator().manual_seed(check_int("seed", seed))
-    U, _ = torch.linalg.qr(torch.randn(d, n, generator=g, dtype=dtype))  # (d, n) orthonormal columns
-    Cm = torch.triu(eps * d * torch.rand(n, n, generator=g, dtype=dtype), diagonal=1)
-    Cm = Cm + Cm.T
-    M = (d + 1) * torch.eye(n, dtype=dtype) - Cm - 1.0
-    e, V = torch.linalg.eigh(M)
-    if float(e.min()) <= 0:
-        raise ValueError(f"eps = {eps:g} is too large for n = {n}, d = {d}: the Gram matrix would not be positive definite")
-    return (V * e.sqrt()) @ V.T @ U.T
-
-
+# ------------------------------------------------------------------------------------ margins, norms
 def augmented_gram(X: Tensor) -> Tensor:
     r"""$\tilde G = X X^\top + \mathbf 1\mathbf 1^\top$, the Gram matrix of $\tilde x_i = (x_i, 1)$, shape ``(n, n)``."""
     X = check_tensor("X", X, ndim=2)
     return X @ X.T + 1.0
 
+def _check_points(X: object) -> Tensor:
+    """``X`` ``(n, d)`` with at least one point."""
+    X = check_tensor("X", X, ndim=2)
+    if X.shape[0] == 0:
+        raise ValueError("X must hold at least one point")
+    return X
 
-# ------------------------------------------------------------------------------------ margins, norms
+
 def _check_homogeneous(params: TwoLayerParams) -> TwoLayerParams:
-    if not isinstance(params, TwoLayerParams):
-        raise TypeError(f"params must be TwoLayerParams, got {type(params).__name__}")
-    if float(params.c) != 0.0:
+    _check_params(params, single=True)
+    if float(params.c.detach()) != 0.0:
         raise ValueError(
             f"params.c must be 0 (an output bias breaks the degree-2 homogeneity), got {float(params.c):g}")
     return params
 
-
 def _check_data(params: TwoLayerParams, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    X = check_tensor("X", X, ndim=2)
+    X = _check_points(X)
     if X.shape[1] != params.d:
         raise ValueError(f"X must have d = {params.d} columns to match params, got {X.shape[1]}")
     y = check_labels("y", y, X.shape[0])
     return X.to(params.W.dtype), y.to(params.W.dtype)
 
-
 def parameter_norm_sq(params: TwoLayerParams) -> float:
     r"""$\|\theta\|^2 = \|W\|_F^2 + \|b\|^2 + \|u\|^2$ (the output bias must be 0)."""
     p = _check_homogeneous(params)
-    return float((p.W**2).sum() + (p.b**2).sum() + (p.u**2).sum())
-
+    return float(((p.W**2).sum() + (p.b**2).sum() + (p.u**2).sum()).detach())
 
 def normalized_margin(params: TwoLayerParams, X: Tensor, y: Tensor) -> float:
     r"""$\bar\gamma(\theta) = \min_i y_i N_\theta(x_i)\,/\,\|\theta\|^2$, invariant under $\theta \mapsto c\theta$.
@@ -104,8 +75,7 @@ def normalized_margin(params: TwoLayerParams, X: Tensor, y: Tensor) -> float:
     """
     p = _check_homogeneous(params)
     X, y = _check_data(p, X, y)
-    return float((y * network_output(p, X)).min()) / parameter_norm_sq(p)
-
+    return float((y * network_output(p, X)).min().detach()) / parameter_norm_sq(p)
 
 def fraction_on_margin(params: TwoLayerParams, X: Tensor, y: Tensor, *, rel_tol: float = 1e-2) -> float:
     r"""Fraction of points with $y_i N(x_i) \le (1 + \text{rel\_tol})\,\min_k y_k N(x_k)$ (needs a positive margin)."""
@@ -113,22 +83,20 @@ def fraction_on_margin(params: TwoLayerParams, X: Tensor, y: Tensor, *, rel_tol:
     X, y = _check_data(p, X, y)
     rel_tol = check_float("rel_tol", rel_tol, nonnegative=True)
     q = y * network_output(p, X)
-    gamma = float(q.min())
+    gamma = float(q.min().detach())
     if gamma <= 0:
         raise ValueError(f"params must classify every point with a positive margin, min y N(x) = {gamma:.3g}")
     return float((q <= (1 + rel_tol) * gamma).to(torch.float64).mean())
-
 
 def rescale_to_unit_margin(params: TwoLayerParams, X: Tensor, y: Tensor) -> TwoLayerParams:
     r"""$\theta/\sqrt{\gamma}$ with $\gamma = \min_i y_i N_\theta(x_i) > 0$: the same classifier, minimum margin exactly 1."""
     p = _check_homogeneous(params)
     X, y = _check_data(p, X, y)
-    gamma = float((y * network_output(p, X)).min())
+    gamma = float((y * network_output(p, X)).min().detach())
     if gamma <= 0:
         raise ValueError(f"params must classify every point with a positive margin, min y N(x) = {gamma:.3g}")
     s = 1.0 / math.sqrt(gamma)
     return TwoLayerParams(p.W * s, p.b * s, p.u * s, p.c.clone())
-
 
 def balance_layers(params: TwoLayerParams) -> TwoLayerParams:
     r"""Rescale each neuron, $(\tilde w_j, u_j) \mapsto (c_j\tilde w_j, u_j/c_j)$ with $c_j>0$, so that $|u_j| = \|\tilde w_j\|$.
@@ -169,10 +137,8 @@ def stationarity_matrix(params: TwoLayerParams, X: Tensor, y: Tensor, *, kink_to
     Ju = y[:, None] * torch.relu(Z) * (S > 0)  # (n, m)
     return torch.cat([JW.reshape(n, m * d), Jb, Ju], dim=1).T
 
-
 def _flat(p: TwoLayerParams) -> Tensor:
     return torch.cat([p.W.reshape(-1), p.b, p.u])
-
 
 def stationarity_residual(params: TwoLayerParams, X: Tensor, y: Tensor, lam: Tensor, *, kink_tol: float = 1e-9) -> float:
     r"""Relative stationarity error $\|\theta - \sum_i \lambda_i y_i \partial_\theta N_\theta(x_i)\| / \|\theta\|$ for given $\lambda$ ``(n,)``.
@@ -185,12 +151,11 @@ def stationarity_residual(params: TwoLayerParams, X: Tensor, y: Tensor, lam: Ten
     if bool((lam < 0).any()):
         raise ValueError("lam must be non-negative (KKT multipliers)")
     theta = _flat(p)
-    nrm = float(theta.norm())
+    nrm = float(theta.norm().detach())
     if nrm == 0:
         raise ValueError("params must be non-zero")
     J = stationarity_matrix(p, X, y, kink_tol=kink_tol)
-    return float((theta - J @ lam).norm()) / nrm
-
+    return float((theta - J @ lam).norm().detach()) / nrm
 
 @dataclass
 class KKTFit:
@@ -221,7 +186,6 @@ class KKTFit:
         """The larger of the two KKT errors (stationarity, complementarity)."""
         return max(self.stationarity, self.complementarity)
 
-
 def _nnls_quadratic(Q: Tensor, b: Tensor) -> Tensor:
     """argmin_{x >= 0} x^T Q x - 2 b^T x for symmetric PSD Q (via NNLS on a square root of Q)."""
     e, V = torch.linalg.eigh(Q)
@@ -230,7 +194,6 @@ def _nnls_quadratic(Q: Tensor, b: Tensor) -> Tensor:
     rhs = (V[:, keep].T @ b) / e[keep].sqrt()
     x, _ = nnls(R.numpy(), rhs.numpy(), maxiter=50 * Q.shape[0] + 100)
     return torch.as_tensor(x, dtype=Q.dtype)
-
 
 def kkt_multipliers(
     params: TwoLayerParams, X: Tensor, y: Tensor, *, kink_tol: float = 1e-3, sweeps: int = 100
@@ -255,6 +218,9 @@ def kkt_multipliers(
     Both errors are 0 at a KKT point (with a kink tolerance that covers its kinks) and small near one.
     Needs the augmented inputs $\tilde x_i$ to be linearly independent (e.g. $n \le d$ points in general position).
     """
+    params = _check_homogeneous(params)
+    params = TwoLayerParams(*(t.detach() for t in (params.W, params.b, params.u, params.c)))  # NNLS runs in NumPy
+    X = X.detach() if isinstance(X, Tensor) else X
     p = rescale_to_unit_margin(params, X, y)
     X, y = _check_data(p, X, y)
     kink_tol = check_float("kink_tol", kink_tol, nonnegative=True)
@@ -319,7 +285,6 @@ def kkt_multipliers(
     return KKTFit(params=p, lam=lam, s=s, margins=q, stationarity=stat, complementarity=comp,
                   n_kinks=int(K.sum()), scale=1.0 / math.sqrt(gamma))
 
-
 def construct_kkt_point(X: Tensor, y: Tensor, groups: Sequence[Sequence[int]], *, tol: float = 1e-9) -> tuple[TwoLayerParams, Tensor]:
     r"""An exact KKT point of the max-margin problem with one neuron per label-pure group of points.
 
@@ -336,18 +301,22 @@ def construct_kkt_point(X: Tensor, y: Tensor, groups: Sequence[Sequence[int]], *
     says which condition fails.  With $\tilde G = DI$ this is $\lambda_i = 1/\sqrt{D|g|}$, $|u_g| = (|g|/D)^{1/4}$,
     and one group per label gives the global max-margin network.  Returns ``(params, lam)``, width ``len(groups)``.
     """
-    X = check_tensor("X", X, ndim=2)
+    X = _check_points(X).detach()  # a construction from the data: no graph through it
     n, d = X.shape
     y = check_labels("y", y, n).to(X.dtype)
     tol = check_float("tol", tol, nonnegative=True)
-    seen: list[int] = []
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence) or len(groups) == 0:
+        raise TypeError(f"groups must be a non-empty sequence of sequences of point indices, got {groups!r}")
+    checked: list[list[int]] = []
+    for j, g in enumerate(groups):
+        if isinstance(g, (str, bytes)) or not isinstance(g, (Sequence, Tensor)) or len(g) == 0:
+            raise ValueError(f"groups[{j}] must be a non-empty sequence of point indices, got {g!r}")
+        checked.append([check_int(f"groups[{j}][{k}]", i, low=0, high=n - 1) for k, i in enumerate(g)])
+    groups = checked
     for g in groups:
-        if len(g) == 0:
-            raise ValueError("groups must not contain an empty group")
-        if len({float(y[int(i)]) for i in g}) != 1:
+        if len({float(y[i]) for i in g}) != 1:
             raise ValueError(f"groups: every group must hold points of one label, group {list(g)} mixes them")
-        seen.extend(int(i) for i in g)
-    if sorted(seen) != list(range(n)):
+    if sorted(i for g in groups for i in g) != list(range(n)):
         raise ValueError(f"groups must partition range({n}) (each point in exactly one group)")
     G = augmented_gram(X)
     m = len(groups)
@@ -378,180 +347,25 @@ def construct_kkt_point(X: Tensor, y: Tensor, groups: Sequence[Sequence[int]], *
     return params, lam
 
 
-def small_init(d: int, m: int, *, seed: int, scale: float = 1e-3) -> TwoLayerParams:
-    r"""A small initialisation: $w_j \sim \mathcal N(0, \tfrac{s^2}{d} I_d)$, $u_j \sim \mathcal N(0, \tfrac{s^2}{m})$, $b = 0$ ($s$ = ``scale``).
-
-    :func:`ortho_lib.network.init_network` (Gaussian second layer) with both layers multiplied by $s$.
-    """
-    s = check_float("scale", scale, positive=True)
-    p = init_network(d, m, seed=seed, second_layer="gaussian")
-    return TwoLayerParams(s * p.W, p.b, s * p.u, p.c)
-
-
-# ---------------------------------------------------------------------------------- training to KKT
-@dataclass
-class MarginRun:
-    r"""What :func:`train_max_margin` returns.
-
-    Attributes:
-        params: final parameters.
-        steps: updates made.
-        history_steps: ``(r,)`` steps at which the history was recorded.
-        margin_history: ``(r,)`` $\min_i y_iN(x_i)$.
-        normalized_margin_history: ``(r,)`` $\min_i y_iN(x_i)/\|\theta\|^2$.
-        log_loss_history: ``(r,)`` $\log L$ (finite even where $L$ itself underflows).
-    """
-
-    params: TwoLayerParams
-    steps: int
-    history_steps: Tensor
-    margin_history: Tensor
-    normalized_margin_history: Tensor
-    log_loss_history: Tensor
-
-
-def _log_logistic(s: Tensor) -> Tensor:
-    """log(log(1 + exp(-s))) computed without underflow for large s."""
-    big = s > 30
-    safe = torch.where(big, torch.zeros_like(s), s)
-    small_branch = torch.log(torch.nn.functional.softplus(-safe))
-    big_branch = -s + torch.log1p(-0.5 * torch.exp(-torch.where(big, s, torch.full_like(s, 30.0))))
-    return torch.where(big, big_branch, small_branch)
-
-
-def train_max_margin(
-    params: TwoLayerParams,
-    X: Tensor,
-    y: Tensor,
-    *,
-    eta0: float,
-    steps: int,
-    power: float = 1.0,
-    record_every: int = 1,
-) -> MarginRun:
-    r"""Full-batch GD on the logistic loss with the loss-normalised step $\eta_t = \eta_0 / (L_t \max(1, \log(1/L_t)))$.
-
-    All of $W$, $b$ and $u$ are trained (no output bias).  The update is exactly that of
-    :func:`ortho_lib.train.train` with ``lr_schedule=lambda t, L: eta0 / (L * max(1, log(1/L)))``, but it is
-    computed in the log domain,
-
-    .. math:: \eta_t\nabla L = \frac{\eta_0}{\max(1, \log(1/L))}\,\frac{\nabla L}{L},\qquad
-              \frac{\nabla L}{L} = -\sum_i \frac{\mathrm{sigmoid}(-s_i)}{\sum_k \log(1+e^{-s_k})}\, y_i\nabla_\theta N(x_i),
-
-    ($s_i = y_iN(x_i)$) so it keeps going after $L$ underflows in floating point.  Dividing by $L$ keeps
-    the step from vanishing as the loss decays; dividing by $\log(1/L) \approx$ the margin keeps it stable
-    as $\|\theta\|$ grows.  $\|\theta\|^2$ grows about linearly in $t$.
-    """
-    p = _check_homogeneous(params)
-    X, y = _check_data(p, X, y)
-    eta0 = check_float("eta0", eta0, positive=True)
-    steps = check_int("steps", steps, low=0)
-    power = check_float("power", power, nonnegative=True)
-    record_every = check_int("record_every", record_every, low=1)
-    W, b, u = p.W.clone(), p.b.clone(), p.u.clone()
-    n = X.shape[0]
-    ts, ms, nms, lls = [], [], [], []
-    t = 0
-    while True:
-        Z = X @ W.T + b
-        H = torch.relu(Z)
-        s = y * (H @ u)
-        ll = _log_logistic(s)  # log of each point's loss
-        log_sum = torch.logsumexp(ll, 0)
-        log_L = float(log_sum) - math.log(n)
-        if not math.isfinite(log_L):
-            raise FloatingPointError(f"train_max_margin diverged at step {t}; lower eta0")
-        if t % record_every == 0 or t == steps:
-            th2 = float((W**2).sum() + (b**2).sum() + (u**2).sum())
-            ts.append(t)
-            ms.append(float(s.min()))
-            nms.append(float(s.min()) / th2 if th2 > 0 else 0.0)
-            lls.append(log_L)
-        if t == steps:
-            break
-        # g_i = dL/df_i / L  =  -y_i sigmoid(-s_i) / sum_k loss_k
-        g = -y * torch.exp(-torch.nn.functional.softplus(s) - log_sum)
-        GZ = (g[:, None] * u[None, :]) * (Z > 0).to(X.dtype)
-        gW, gb, gu = GZ.T @ X, GZ.sum(0), H.T @ g
-        step = eta0 / max(1.0, -log_L) ** power
-        W, b, u = W - step * gW, b - step * gb, u - step * gu
-        t += 1
-    return MarginRun(
-        params=TwoLayerParams(W, b, u, p.c.clone()),
-        steps=t,
-        history_steps=torch.tensor(ts),
-        margin_history=torch.tensor(ms, dtype=torch.float64),
-        normalized_margin_history=torch.tensor(nms, dtype=torch.float64),
-        log_loss_history=torch.tensor(lls, dtype=torch.float64),
-    )
-
-
-# ------------------------------------------------------------------------------ non-robustness, theory
+# ------------------------------------------------------------------------- non-robustness, robustness
 def flip_direction(X: Tensor, y: Tensor) -> Tensor:
     r"""$z = \sum_j y_j x_j$, shape ``(d,)``: moving a point $x_k$ to $x_k - y_k\alpha z/\|z\|$ flips a KKT network."""
     X = check_tensor("X", X, ndim=2)
     y = check_labels("y", y, X.shape[0]).to(X.dtype)
     return y @ X
 
-
-def kkt_flip_bound(X: Tensor, y: Tensor, margins: Optional[Tensor] = None) -> Tensor:
-    r"""The book's bound on the flip norm along $\mp z$ at any KKT point, per training point, shape ``(n,)``.
-
-    With $\tilde G = XX^\top + \mathbf 1\mathbf 1^\top$, $E = \max_{i\ne k}|\tilde G_{ik}|$,
-    $D = \max_i \tilde G_{ii}$, $\zeta = \min_i y_i\langle x_i, z\rangle$ and $n'_k$ the number of points
-    with label $-y_k$:
-
-    .. math:: \alpha_k \;\le\; \frac{\|z\|}{\zeta}\Bigl(2E + N_k\,\frac{D + n'_k E}{n'_k}\Bigr),
-
-    where $N_k = y_kN(x_k)$ at the KKT point (``margins``, default 1: a point on the margin).
-    Entries are ``inf`` where the bound does not apply ($\zeta \le 0$ or $n'_k = 0$).
-    """
-    X = check_tensor("X", X, ndim=2)
-    n = X.shape[0]
-    y = check_labels("y", y, n).to(X.dtype)
-    if margins is None:
-        margins = torch.ones(n, dtype=X.dtype)
-    margins = check_tensor("margins", margins, shape=(n,)).to(X.dtype)
-    if bool((margins < 1 - 1e-12).any()):
-        raise ValueError("margins must be >= 1 (the KKT scale has minimum margin 1)")
-    G = augmented_gram(X)
-    off = G - torch.diag(G.diagonal())
-    E = float(off.abs().max()) if n > 1 else 0.0
-    D = float(G.diagonal().max())
-    z = flip_direction(X, y)
-    zeta = float((y * (X @ z)).min())
-    n_opp = torch.where(y > 0, (y < 0).sum(), (y > 0).sum()).to(X.dtype)
-    if zeta <= 0:
-        return torch.full((n,), math.inf, dtype=X.dtype)
-    bound = float(z.norm()) / zeta * (2 * E + margins * (D + n_opp * E) / n_opp.clamp(min=1))
-    return torch.where(n_opp > 0, bound, torch.full_like(bound, math.inf))
-
-
-def orthogonal_max_margin_value(n_pos: int, n_neg: int, d: int) -> float:
-    r"""Normalised margin $\sqrt{d+1}\,/\,\bigl(2(\sqrt{n_+}+\sqrt{n_-})\bigr)$ of the max-margin network when $\tilde x_i \perp \tilde x_k$.
-
-    (For data from :func:`obtuse_data` with ``eps=0``; nearly orthogonal data come close to it.)
-    """
-    n_pos = check_int("n_pos", n_pos, low=1)
-    n_neg = check_int("n_neg", n_neg, low=1)
-    d = check_int("d", d, low=1)
-    return math.sqrt(d + 1) / (2 * (math.sqrt(n_pos) + math.sqrt(n_neg)))
-
-
-# ------------------------------------------------------------------------------------ robust network
 def robust_network(X: Tensor, y: Tensor) -> TwoLayerParams:
     r"""$N_{\mathrm{rob}}(x) = \sum_i y_i\,\sigma(\langle x_i, x\rangle/\|x_i\|^2 - 1/2)$ as :class:`TwoLayerParams`.
 
     On data with $\|x_i\|^2 = d$ this is $\sum_i y_i\sigma(\langle x_i,x\rangle/d - 1/2)$: one neuron per training
     point, $W = X/d$, $b = -1/2$, $u = y$.  Width $n$.
     """
-    X = check_tensor("X", X, ndim=2)
+    X = _check_points(X)
     y = check_labels("y", y, X.shape[0]).to(X.dtype)
     sq = (X**2).sum(1)
     if bool((sq == 0).any()):
         raise ValueError("X must not contain the zero vector")
     return TwoLayerParams(X / sq[:, None], torch.full_like(y, -0.5), y.clone(), torch.zeros((), dtype=X.dtype))
-
 
 def robust_certified_radius(X: Tensor, y: Tensor, points: Tensor, labels: Tensor) -> Tensor:
     r"""A radius $r(x)$ such that $\operatorname{sign} N_{\mathrm{rob}}(x+\delta) = $ label for every $\|\delta\| < r(x)$.
@@ -565,7 +379,7 @@ def robust_certified_radius(X: Tensor, y: Tensor, points: Tensor, labels: Tensor
     gain at most $\sum_i a_i^2/(4g)$, with $a = W\delta$, $\|a\|\le\sigma_W\|\delta\|$.)
     ``points``: ``(q, d)``; ``labels``: ``(q,)``.  Returns ``(q,)``.
     """
-    net = robust_network(X, y)
+    net = robust_network(X.detach() if isinstance(X, Tensor) else X, y)  # a radius of the data's network: no graph
     y = y.to(X.dtype)
     points = check_tensor("points", points, ndim=2)
     if points.shape[1] != X.shape[1]:
@@ -579,3 +393,243 @@ def robust_certified_radius(X: Tensor, y: Tensor, points: Tensor, labels: Tensor
     sigma = float(torch.linalg.matrix_norm(net.W, ord=2))
     r = torch.minimum(best_same, 2 * gap) / sigma
     return r.clamp(min=0.0)
+
+
+# ----------------------------------------------------------------------- certified KKT points (convex)
+@dataclass
+class CertifiedKKT:
+    r"""An exact KKT point of the max-margin problem, found by :func:`certified_kkt_point`.
+
+    Attributes:
+        params: the KKT point $\theta^\star$, balanced ($|u_j| = \|\tilde w_j\|$), minimum margin 1.
+        lam: ``(n,)`` the solver's multipliers of the margin constraints.
+        value: the optimum $\sum_j\|a_j\|$ of the convex program of the final pattern ($= \tfrac12\|\theta^\star\|^2$
+            at unit margin).
+        fit: the independent check, :func:`kkt_multipliers` applied to ``params`` (multipliers recovered
+            by non-negative least squares, not taken from the solver).
+        rounds: convex programs solved (1 when the starting pattern already gives a KKT point).
+        pattern_changes: activation pairs $(i, j)$ moved to the other side of the kink between rounds.
+        status: the solver's status of the last program (``"Solved"``).
+        tol: the residual below which the point is called certified.
+    """
+
+    params: TwoLayerParams
+    lam: Tensor
+    value: float
+    fit: KKTFit
+    rounds: int
+    pattern_changes: int
+    status: str
+    tol: float
+
+    @property
+    def residual(self) -> float:
+        """The larger of the two KKT errors of the independent check."""
+        return self.fit.residual
+
+    @property
+    def certified(self) -> bool:
+        """Whether both KKT errors of the independent check are at most ``tol``."""
+        return self.status in ("Solved", "AlmostSolved") and self.fit.residual <= self.tol
+
+
+def _solve_pattern_program(G: Tensor, y: Tensor, signs: Tensor, A: Tensor, *, eps: float, kink: Tensor | None = None):
+    r"""Solve the convex max-margin program of one activation pattern with Clarabel.
+
+    Variables: the pre-activations $P_{ji} = a_j^\top\tilde x_i$ (``(m, n)``) and the norms $t_j \ge \|a_j\|$;
+    minimise $\sum_j t_j$.  Pairs in ``kink`` (``(m, n)`` bool) are held at the kink, $P_{ji} = 0$, instead of
+    on one side of it.  Returns ``(P, t, lam, nu, status)`` with the duals of the margin rows (``lam``,
+    ``(n,)``) and of the sign rows (``nu``, ``(m, n)``; those of held pairs in the equality's sign).
+    """
+    import clarabel
+    import numpy as np
+    from scipy import sparse
+
+    n, m = G.shape[0], signs.shape[0]
+    Linv = torch.linalg.inv(torch.linalg.cholesky(G)).numpy()            # ||L^{-1} P_j||^2 = P_j^T G^{-1} P_j
+    An, yn, sn = A.numpy(), y.numpy(), signs.numpy()
+    nP = m * n
+    nv = nP + m                                                           # P, then t
+    col = np.arange(nP).reshape(m, n)                                     # column of P_{ji}
+    sigma = np.where(An.T > 0, 1.0, -1.0)                                 # (m, n): +1 needs P >= 0, -1 needs P <= 0
+    # Clarabel's form: A x + s = b, s in a cone.  Non-negative rows: sigma_ji P_ji >= 0 and the margins
+    # y_i sum_j s_j A_ij P_ji >= 1; then one second-order cone (t_j, L^{-1} P_j) per neuron.
+    held = np.zeros(nP, dtype=bool) if kink is None else kink.numpy().ravel()
+    order = np.concatenate([np.nonzero(held)[0], np.nonzero(~held)[0]])  # held pairs first: the zero cone
+    signs_rows = sparse.csr_matrix((-sigma.ravel()[order], (np.arange(nP), col.ravel()[order])), shape=(nP, nv))
+    coef = -(yn[None, :] * sn[:, None] * An.T)                            # (m, n)
+    margin_rows = sparse.csr_matrix((coef.ravel(), (np.tile(np.arange(n), m), col.ravel())), shape=(n, nv))
+    cone_rows = []
+    for j in range(m):
+        head = sparse.csr_matrix(([-1.0], ([0], [nP + j])), shape=(1, nv))
+        body = sparse.hstack([sparse.csr_matrix((n, j * n)), sparse.csr_matrix(-Linv),
+                              sparse.csr_matrix((n, nv - (j + 1) * n))])
+        cone_rows += [head, body]
+    Amat = sparse.vstack([signs_rows, margin_rows] + cone_rows).tocsc()
+    b = np.concatenate([np.zeros(nP), -np.ones(n), np.zeros(m * (n + 1))])
+    n_held = int(held.sum())
+    cones = ([clarabel.ZeroConeT(n_held)] if n_held else []) + [clarabel.NonnegativeConeT(nP - n_held + n)] \
+        + [clarabel.SecondOrderConeT(n + 1)] * m
+    q = np.concatenate([np.zeros(nP), np.ones(m)])
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = eps
+    settings.max_iter = 200
+    sol = clarabel.DefaultSolver(sparse.csc_matrix((nv, nv)), q, Amat, b, cones, settings).solve()
+    x, z = np.asarray(sol.x), np.asarray(sol.z)
+    P = torch.as_tensor(x[:nP].reshape(m, n), dtype=G.dtype)
+    t = torch.as_tensor(x[nP:], dtype=G.dtype)
+    nu_flat = np.empty(nP)
+    nu_flat[order] = z[:nP]
+    nu = torch.as_tensor(nu_flat.reshape(m, n), dtype=G.dtype)
+    lam = torch.as_tensor(z[nP:nP + n], dtype=G.dtype)
+    return P, t, lam, nu, str(sol.status).split(".")[-1]
+
+
+def _network_from_preactivations(P: Tensor, G: Tensor, Xt: Tensor, signs: Tensor, X: Tensor, y: Tensor):
+    """The balanced network of the solution (a_j = X~^T G^{-1} P_j) at unit margin, and its KKT check."""
+    Acoef = torch.linalg.solve(G, P.T).T @ Xt                            # (m, d+1) rows a_j
+    norms = Acoef.norm(dim=1)
+    live = norms > 1e-6 * float(norms.max())
+    r = torch.where(live, norms.sqrt(), torch.zeros_like(norms))       # w~_j = a_j / sqrt|a_j|, u_j = s_j sqrt|a_j|
+    Wt = torch.where(live[:, None], Acoef / r.clamp(min=1e-300)[:, None], torch.zeros_like(Acoef))
+    out = TwoLayerParams(Wt[:, :-1].contiguous(), Wt[:, -1].contiguous(), signs * r, torch.zeros((), dtype=X.dtype))
+    out = rescale_to_unit_margin(out, X, y)
+    return out, kkt_multipliers(out, X, y, kink_tol=1e-5)
+
+
+def certified_kkt_point(
+    params: TwoLayerParams, X: Tensor, y: Tensor, *, tol: float = 1e-5, max_rounds: int = 20, eps: float = 1e-10,
+) -> CertifiedKKT:
+    r"""The KKT point of the max-margin problem in the activation region of ``params``, solved and checked.
+
+    Fix the signs $s_j = \operatorname{sign}u_j$ and the activation pattern $A_{ij} = \mathbb 1[\tilde w_j^\top\tilde x_i > 0]$
+    of ``params`` (a pre-activation within $10^{-9}\|\tilde w_j\|\|\tilde x_i\|$ of the kink counts as inactive).  With $a_j = |u_j|\,\tilde w_j$ a network of that pattern is
+    $N(x_i) = \sum_j s_jA_{ij}\,a_j^\top\tilde x_i$, and over per-neuron rescalings $\tfrac12\|\theta\|^2 \ge \sum_j\|a_j\|$
+    with equality when balanced.  So the max-margin problem restricted to the pattern is the convex
+    second-order cone program
+
+    .. math:: \min_{a}\ \sum_j \|a_j\| \quad\text{s.t.}\quad
+              y_i\sum_j s_jA_{ij}\,a_j^\top\tilde x_i \ge 1,\qquad
+              (2A_{ij} - 1)\,a_j^\top\tilde x_i \ge 0 ,
+
+    solved here with Clarabel in the variables $P_{ji} = a_j^\top\tilde x_i$ (the optimal $a_j$ lie in
+    $\mathrm{span}\{\tilde x_i\}$, where $\|a_j\|^2 = P_j^\top\tilde G^{-1}P_j$).  Its solution is a KKT point of the
+    (non-convex) max-margin problem when no sign constraint binds with a multiplier that the ReLU's
+    subgradient cannot absorb; where one does, the pair is moved to the other side of the kink (the
+    current solution stays feasible and the optimum cannot increase) and the program is solved again,
+    at most ``max_rounds`` times.  (Where the optimum is not unique, the interior-point solution is a
+    point of the relative interior of the optimal set.)  A last solve holds the pairs found at the kink
+    exactly there (an interior-point method leaves them about $\sqrt{\text{eps}}$ inside).  The result is then checked independently with
+    :func:`kkt_multipliers` (relative kink tolerance $10^{-5}$, above the solver's precision): it is
+    *certified* when both KKT errors are at most ``tol``.
+
+    Args:
+        params: a network with zero output bias that classifies ``(X, y)`` (its pattern is the start).
+        X: ``(n, d)`` with linearly independent augmented rows $(x_i, 1)$.  y: ``(n,)`` labels.
+        tol: certification threshold on the KKT errors.  max_rounds: convex programs at most.
+        eps: the solver's relative tolerances (gap and feasibility).
+    """
+    p = _check_homogeneous(params)
+    p = TwoLayerParams(*(t.detach().to(torch.float64) for t in (p.W, p.b, p.u, p.c)))
+    X, y = _check_data(p, X.detach() if isinstance(X, Tensor) else X, y)
+    tol = check_float("tol", tol, positive=True)
+    eps = check_float("eps", eps, positive=True, below=1e-3)
+    max_rounds = check_int("max_rounds", max_rounds, low=1)
+    if float((y * network_output(p, X)).min()) <= 0:
+        raise ValueError("params must classify every point of (X, y) with a positive margin")
+    n = X.shape[0]
+    Xt = torch.cat([X, torch.ones(n, 1, dtype=X.dtype)], 1)
+    G = Xt @ Xt.T
+    try:
+        torch.linalg.cholesky(G)
+    except RuntimeError as exc:  # pragma: no cover - depends on the data
+        raise ValueError("X: the augmented inputs (x_i, 1) must be linearly independent") from exc
+    signs = torch.where(p.u >= 0, 1.0, -1.0).to(X.dtype)
+    Z = X @ p.W.T + p.b                                                  # (n, m) pre-activations
+    scale = Xt.norm(dim=1)[:, None] * torch.cat([p.W, p.b[:, None]], 1).norm(dim=1)[None, :]
+    A = (Z > 1e-9 * scale).to(X.dtype)                                   # a pair within rounding of the kink: inactive
+    changes, rounds = 0, 0
+    while True:
+        rounds += 1
+        P, t, lam, nu, status = _solve_pattern_program(G, y, signs, A, eps=eps)
+        if status not in ("Solved", "AlmostSolved"):
+            break
+        # Multipliers of binding sign constraints that the subgradient s_ij in [0, 1] cannot absorb:
+        # the KKT coefficient of x~_i in neuron j is s_j y_i lam_i s_ij = s_j y_i lam_i A_ij + sigma nu.
+        sigma = torch.where(A.T > 0, 1.0, -1.0).to(X.dtype)
+        scale = float(lam.max()) if float(lam.max()) > 0 else 1.0
+        live = t > 1e-6 * float(t.max())
+        s_needed = A.T + sigma * nu * signs[:, None] * y[None, :] / lam.clamp(min=1e-300)[None, :]
+        bad = (nu > 1e-6 * scale) & live[:, None] & ((s_needed < -1e-4) | (s_needed > 1 + 1e-4) | (lam[None, :] <= 1e-9 * scale))
+        if not bool(bad.any()) or rounds >= max_rounds:
+            break
+        changes += int(bad.sum())
+        A = torch.where(bad.T, 1.0 - A, A)
+    out, fit = _network_from_preactivations(P, G, Xt, signs, X, y)
+    optimum = float(t.sum())
+    # Polish: an interior-point solution stays a little inside a sign constraint that binds with a zero
+    # multiplier (about the square root of the tolerance).  Where that shows in the KKT errors, hold the
+    # pairs found at the kink there exactly and solve once more; keep whichever solution checks better.
+    if status in ("Solved", "AlmostSolved") and fit.residual > 1e-2 * tol:
+        near = P.abs() <= 1e-4 * P.abs().amax(dim=1, keepdim=True).clamp(min=1e-300)
+        P2, t2, lam2, _, status2 = _solve_pattern_program(G, y, signs, A, eps=eps, kink=near)
+        sigma = torch.where(A.T > 0, 1.0, -1.0).to(X.dtype)
+        if status2 in ("Solved", "AlmostSolved") and bool((sigma * P2 >= -1e-9 * P2.abs().max()).all()):
+            out2, fit2 = _network_from_preactivations(P2, G, Xt, signs, X, y)
+            if fit2.residual < fit.residual:
+                out, fit, lam, optimum, status = out2, fit2, lam2, float(t2.sum()), status2
+    return CertifiedKKT(params=out, lam=lam, value=optimum, fit=fit, rounds=rounds,
+                        pattern_changes=changes, status=status, tol=tol)
+
+
+def direction_distance(first: TwoLayerParams, second: TwoLayerParams) -> float:
+    r"""$\bigl\|\hat\theta_1 - \hat\theta_2\bigr\|$ with $\hat\theta = \theta/\|\theta\|$, after balancing each network.
+
+    Balancing (:func:`balance_layers`) removes the per-neuron rescaling $(\tilde w_j, u_j)\mapsto(c\tilde w_j, u_j/c)$
+    that leaves the function unchanged, so two networks computing the same function with the same
+    neurons are at distance 0.  Neurons are compared by index.  Between 0 and 2.
+    """
+    for name, p in (("first", first), ("second", second)):
+        _check_params(p, name, single=True)
+        if float(p.c.detach()) != 0.0:
+            raise ValueError(f"{name}.c must be 0 (an output bias breaks the degree-2 homogeneity), got {float(p.c):g}")
+    if first.W.shape != second.W.shape:
+        raise ValueError(f"second must have the shape of first {tuple(first.W.shape)}, got {tuple(second.W.shape)}")
+    a, b = balance_layers(first), balance_layers(second)
+    if a.W.shape != b.W.shape:
+        raise ValueError(f"second must have the shape of first {tuple(a.W.shape)}, got {tuple(b.W.shape)}")
+    ta, tb = _flat(a).detach().to(torch.float64), _flat(b).detach().to(torch.float64)
+    na, nb = float(ta.norm()), float(tb.norm())
+    if na == 0 or nb == 0:
+        raise ValueError("first and second must be non-zero networks")
+    return float((ta / na - tb / nb).norm().detach())
+
+
+def smoothed_normalized_margin(log_loss: Tensor, norm_sq: Tensor, n: int) -> Tensor:
+    r"""Lyu and Li's smoothed normalised margin for the logistic loss, from the mean loss's logarithm.
+
+    With the summed loss $\mathcal L = \sum_i\log(1 + e^{-y_iN(x_i)}) = n\,L$ ($L$ the mean loss that
+    :func:`ortho_lib.train` records as ``log_loss`` $= \log L$),
+
+    .. math:: \tilde\gamma(\theta) = \frac{-\log\bigl(e^{\mathcal L} - 1\bigr)}{\|\theta\|^2},
+              \qquad \bar\gamma - \frac{\log n + n e^{-q_{\min}}}{\|\theta\|^2} \le \tilde\gamma \le \bar\gamma ,
+
+    where $\bar\gamma = q_{\min}/\|\theta\|^2$ is :func:`normalized_margin`.  Computed without overflow or
+    underflow when $\mathcal L$ is tiny.  Gradient flow never decreases it once $\mathcal L < \log 2$.
+
+    Args:
+        log_loss: ``(r,)`` values of $\log L$.  norm_sq: ``(r,)`` values of $\|\theta\|^2$.  n: number of points.
+    Returns:
+        ``(r,)``.
+    """
+    log_loss = check_tensor("log_loss", log_loss, ndim=1).detach().to(torch.float64)
+    norm_sq = check_tensor("norm_sq", norm_sq, shape=(log_loss.shape[0],)).detach().to(torch.float64)
+    n = check_int("n", n, low=1)
+    if bool((norm_sq <= 0).any()):
+        raise ValueError("norm_sq must be positive (the squared norm of a non-zero network)")
+    log_sum = log_loss + math.log(n)                                     # log of the summed loss
+    total = log_sum.exp()
+    small = log_sum < -20.0                                              # log(e^S - 1) = log S + S/2 + O(S^2)
+    log_em1 = torch.where(small, log_sum + total / 2, torch.log(torch.expm1(total.clamp(max=700.0))))
+    return -log_em1 / norm_sq
