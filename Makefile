@@ -7,10 +7,18 @@ STAMP := $(VENV)/.installed
 CHAPTERS := $(shell grep -l 'format_name: myst' book/*.md)
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 export PYTHONHASHSEED := 0
+# The one place that sets the thread count of torch's (and BLAS's) small operations for the book and the
+# tests: one thread. The chapters' tensors are small, one thread is as fast, and on a busy 2-core machine a
+# second OpenMP thread makes each tiny product wait for a descheduled partner. (The fused backend runs its
+# own threads over networks, one per core: ortho_lib._fused.workers_default.)
+export OMP_NUM_THREADS := 1
 # Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning slows torch tenfold.
 export OMP_WAIT_POLICY := PASSIVE
+# No progress bars in anything make runs (built book, stored outputs, tests): ortho_lib.progress draws
+# them only for a person running a chapter interactively.
+export ORTHO_PROGRESS := 0
 
-.PHONY: book test notebooks env clean bench
+.PHONY: book test notebooks chapter colab env clean bench chapter-times
 
 env: $(STAMP)
 
@@ -30,17 +38,37 @@ book: $(STAMP)
 # Unit tests, theory checks on fresh seeds, the pairing check, and nbval on the stored outputs
 # (two pytest workers, one thread each, on the 2-core machine).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope \
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  tests $(NOTEBOOKS)
 
-# Re-write every .ipynb from its .md and execute it in place (run after editing a chapter).
+# Re-write every .ipynb from its .md and execute it in place (run after editing a chapter), then
+# regenerate the readable notebooks. One OpenMP thread, as under `make test`: multi-threaded reductions
+# change the last digits of some stored numbers from run to run, and nbval compares them exactly.
 notebooks: $(STAMP)
-	for f in $(CHAPTERS); do $(BIN)/jupytext --to ipynb --execute $$f || exit 1; done
+	for f in $(CHAPTERS); do OMP_NUM_THREADS=1 $(BIN)/jupytext --to ipynb --execute $$f || exit 1; done
+	$(BIN)/python book/_ext/readable_notebooks.py
 
-# Benchmark of the sweep engine against the plain per-network reference (see bench/README.md).
+# One chapter only: `make chapter NAME=setting` executes book/setting.md into book/setting.ipynb and
+# regenerates book/colab/setting.ipynb.
+chapter: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<one of: $(notdir $(CHAPTERS:.md=))>"; exit 2; }
+	@test -f book/$(NAME).md || { echo "book/$(NAME).md does not exist"; exit 2; }
+	OMP_NUM_THREADS=1 $(BIN)/jupytext --to ipynb --execute book/$(NAME).md
+	$(BIN)/python book/_ext/readable_notebooks.py $(NAME)
+
+# The readable notebooks for Colab and Jupyter (book/colab/<chapter>.ipynb), from each chapter's .md and
+# its executed .ipynb: no execution, a few seconds. A test fails when they are stale.
+colab: $(STAMP)
+	$(BIN)/python book/_ext/readable_notebooks.py
+
+# Benchmark of the training engine against the strongest references (a few minutes; see bench/README.md).
 bench: $(STAMP)
-	env -u OMP_WAIT_POLICY $(BIN)/python bench/bench_engine.py
+	env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS $(BIN)/python bench/bench_engine.py
+
+# Seconds each chapter takes to execute, against the book's 8-minute budget (see bench/README.md).
+chapter-times: $(STAMP)
+	$(BIN)/python bench/chapter_times.py
 
 clean:
 	rm -rf _build
