@@ -14,6 +14,22 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS := 1
 # Idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning slows torch tenfold.
 export OMP_WAIT_POLICY := PASSIVE
+# The same arithmetic on every x86-64 machine with AVX2 and FMA, so that the stored outputs, which nbval
+# compares digit for digit, do not depend on the processor: each library that picks its kernels by CPU
+# (OpenBLAS under NumPy and SciPy, MKL and ATen under torch, oneDNN, NumPy's own SIMD loops, Numba's code
+# generation) is held to its AVX2 kernels. Measured on this book: unpinned, an AMD EPYC and an Intel Xeon
+# differ in the last digits of most stored numbers, and in the second decimal of the max-margin networks
+# of `kkt_nonrobust`, whose late phase amplifies rounding. (`make bench` lifts these pins: it measures the
+# engine at the machine's full speed.)
+PINS := OPENBLAS_CORETYPE MKL_CBWR ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA NPY_DISABLE_CPU_FEATURES \
+        NUMBA_CPU_NAME NUMBA_CPU_FEATURES
+export OPENBLAS_CORETYPE := Haswell
+export MKL_CBWR := AVX2
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+export NUMBA_CPU_NAME := haswell
+export NUMBA_CPU_FEATURES :=
 # No progress bars in anything make runs (built book, stored outputs, tests): ortho_lib.progress draws
 # them only for a person running a chapter interactively.
 export ORTHO_PROGRESS := 0
@@ -64,7 +80,7 @@ colab: $(STAMP)
 
 # Benchmark of the training engine against the strongest references (a few minutes; see bench/README.md).
 bench: $(STAMP)
-	env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS $(BIN)/python bench/bench_engine.py
+	env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS $(addprefix -u ,$(PINS)) $(BIN)/python bench/bench_engine.py
 
 # Seconds each chapter takes to execute, against the book's 8-minute budget (see bench/README.md).
 chapter-times: $(STAMP)

@@ -75,14 +75,22 @@ def progress(iterable: Iterable[T], desc: Optional[str] = None, total: Optional[
                 leave=True, disable=not progress_enabled())
 
 
-def glue(name: str, value: object) -> object:
+SIGNIFICANT = 6
+
+
+def glue(name: str, value: object, sig: int = SIGNIFICANT) -> object:
     """Store ``value`` under ``name`` for the prose (myst-nb ``glue(..., display=False)``); returns ``value``.
 
     Numbers are stored as plain Python ``int``/``float`` (tensors and NumPy scalars are converted), so the
-    prose's format spec (``:.2f``, ``:.0%``) applies to them.
+    prose's format spec (``:.2f``, ``:.0%``) applies to them.  A float is stored rounded to ``sig``
+    significant digits (6 by default, more than any prose shows): its last digits change with the
+    processor's arithmetic, and nbval compares the stored text exactly.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"name must be an identifier (letters, digits, underscores), got {name!r}")
+    sig = check_int("sig", sig, low=1)
+    if sig > 17:
+        raise ValueError(f"sig must be at most 17 (a float64 holds 17 significant digits), got {sig}")
     v = value
     if hasattr(v, "item") and getattr(v, "ndim", 0) == 0 and not isinstance(v, (str, bytes)):
         v = v.item()
@@ -91,7 +99,7 @@ def glue(name: str, value: object) -> object:
     if isinstance(v, numbers.Integral):
         v = int(v)
     elif isinstance(v, numbers.Real):
-        v = float(v)
+        v = float(f"{float(v):.{sig}g}")
     try:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - Colab / plain Jupyter

@@ -79,3 +79,24 @@ def test_glue_range_stores_rounded_median_minimum_and_maximum(monkeypatch):
         notebook.glue_range("y", [1.0, float("nan")])
     with pytest.raises(ValueError, match="^digits must be"):
         notebook.glue_range("y", [1.0], -1)
+
+
+def test_glue_stores_floats_that_differ_in_their_last_bits_as_the_same_text(monkeypatch):
+    """Stored outputs do not depend on the processor: two CPUs that disagree in the last digits of a
+    number (measured: 0.44309539179117285 and 0.4430953917911728) store the same glued text."""
+    import myst_nb
+
+    stored = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: stored.append(repr(value)))
+    notebook.glue("a", 0.44309539179117285)
+    notebook.glue("a", np.float64(0.4430953917911728))
+    notebook.glue("b", torch.tensor(147506072618.58383, dtype=F64))
+    notebook.glue("c", 0.0330490778747, sig=2)
+    notebook.glue("d", 7)
+    assert stored == ["0.443095", "0.443095", "147506000000.0", "0.033", "7"]
+
+
+def test_glue_refuses_a_significant_digit_count_outside_one_to_seventeen():
+    for bad in (0, 18):
+        with pytest.raises(ValueError, match="^sig must be"):
+            notebook.glue("x", 1.0, sig=bad)
