@@ -653,10 +653,59 @@ def profile_span(w: Workload, dtype: torch.dtype, row: Row) -> str:
             best = min(best, (time.perf_counter() - t0) / steps)
     step = row.steady / row.netsteps
     rate = 2.0 * m * n * n / best / 1e9
+    floor, nbytes = memory_floor(m, n, nd)
+    l2 = cache_size(2)
     return (f"  {dname(dtype)}, 1 thread, per network-step: {step * 1e6:.0f} us in all; its BLAS products alone "
             f"({-(-m // blk)} blocks of {blk}x{n} by {n}x{n}) {best * 1e6:.0f} us = {best / step:.0%} "
             f"({rate:.1f} GFLOP/s, {rate / row.limit:.0%} of the best GEMM rate); elementwise work, outputs and "
-            f"bookkeeping {max(step - best, 0) * 1e6:.0f} us = {max(step - best, 0) / step:.0%}")
+            f"bookkeeping {max(step - best, 0) * 1e6:.0f} us = {max(step - best, 0) / step:.0%}\n"
+            f"    the step's passes over memory alone (read Z, update A, write Z; no products): "
+            f"{floor * 1e6:.0f} us; Z and A of one network hold {nbytes / 2**20:.2f} MiB against "
+            f"{l2 / 2**20 if l2 else float('nan'):.2f} MiB of L2 per core"
+            + (" (they do not fit: each step streams them from L3)" if l2 and nbytes > l2 else
+               " (they fit)" if l2 else ""))
+
+
+def cache_size(level: int) -> int:
+    """Bytes of the data (or unified) cache of the given level of CPU 0 (0 when Linux does not say)."""
+    import glob
+
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(f"{path}/level") as f_level, open(f"{path}/type") as f_type, open(f"{path}/size") as f_size:
+                if int(f_level.read()) == level and f_type.read().strip() in ("Data", "Unified"):
+                    text = f_size.read().strip()
+                    return int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]] if text[-1] in "KM" else int(text)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def memory_floor(m: int, n: int, nd) -> tuple:
+    """Seconds per step of the span step's passes over memory without its products or ReLUs: for each row,
+    read Z, update A in place, write Z (the traffic of one GD step on one network), median of 3 runs of 50
+    steps; and the bytes of Z and A."""
+    import numba
+
+    @numba.njit(nogil=True, fastmath=True)
+    def passes(Z, A, steps, fac):
+        for _ in range(steps):
+            for i in range(Z.shape[0]):
+                for j in range(Z.shape[1]):
+                    a = fac * A[i, j] + Z[i, j]
+                    A[i, j] = a
+                    Z[i, j] = fac * Z[i, j] + a
+
+    Z = np.random.default_rng(2).standard_normal((m, n)).astype(nd) * 1e-3
+    A = np.zeros((m, n), nd)
+    fac = nd(0.5)
+    passes(Z, A, 2, fac)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        passes(Z, A, 50, fac)
+        times.append((time.perf_counter() - t0) / 50)
+    return float(np.median(times)), Z.nbytes + A.nbytes
 
 
 def section_switch(args) -> float:
