@@ -215,3 +215,46 @@ def check_classes(name: str, y: object, n: int, n_classes: Optional[int] = None)
 def to_numpy(x: Tensor) -> np.ndarray:
     """``x`` as a NumPy array (detached from any graph, on the CPU)."""
     return x.detach().cpu().numpy()
+
+
+def unit_directions(direction: object, n: int, d: int, dtype) -> "torch.Tensor":
+    """``direction`` (``(d,)``, one for all points, or ``(n, d)``, one per point; non-zero) as ``(n, d)``
+    unit rows of ``dtype``."""
+    V = check_tensor("direction", direction, ndim=(1, 2))
+    if V.shape[-1] != d or (V.ndim == 2 and V.shape[0] != n):
+        raise ValueError(f"direction must have shape ({d},) or ({n}, {d}), got {tuple(V.shape)}")
+    norms = V.norm(dim=-1, keepdim=True)
+    if bool((norms == 0).any()):
+        raise ValueError("direction must be non-zero")
+    return (V / norms).to(dtype).expand(n, d)
+
+
+def check_points(name: str, X: object, d: int, members: Optional[int], dtype) -> tuple:
+    """Check network inputs ``X``: ``(d,)`` or ``(n, d)``, or ``(E, n, d)`` with ``E = members`` for a stack
+    (``members`` None for a single network).  Returns ``(X as (.., n, d) of dtype, single)``: ``single`` when
+    ``X`` was one point, which comes back as ``(1, d)``."""
+    X = check_tensor(name, X, ndim=(1, 2) if members is None else (1, 2, 3))
+    if X.shape[-1] != d:
+        raise ValueError(f"{name} must have last dimension d = {d} to match the network, got shape {tuple(X.shape)}")
+    if X.ndim == 3 and X.shape[0] != members:
+        raise ValueError(f"{name} must have a leading axis of E = {members} (one set per member), got {X.shape[0]}")
+    single = X.ndim == 1
+    if single:
+        X = X.unsqueeze(0)
+    return X.to(dtype), single
+
+
+def check_training_set(X: object, y: object, d: int, members: Optional[int], dtype) -> tuple:
+    """Check a training set for a network: X ``(n, d)`` with ``n >= 1`` (or ``(E, n, d)`` with ``E = members``
+    for a stack; ``members`` None for a single network), y ``(n,)`` labels in {-1, +1} (or ``(E, n)``, one
+    set per member).  Returns ``(X, y)`` of ``dtype``."""
+    X = check_tensor("X", X, ndim=2 if members is None else (2, 3))
+    if X.shape[-1] != d:
+        raise ValueError(f"X must have d = {d} columns to match params, got shape {tuple(X.shape)}")
+    if X.ndim == 3 and X.shape[0] != members:
+        raise ValueError(f"X must have a leading axis of E = {members} (one training set per member), got {X.shape[0]}")
+    n = X.shape[-2]
+    if n < 1:
+        raise ValueError("X must hold at least one point")
+    per_member = members is not None and isinstance(y, torch.Tensor) and y.ndim == 2
+    return X.to(dtype), check_labels("y", y, (members, n) if per_member else (n,), dtype)

@@ -427,18 +427,9 @@ def exact_min_distance_milp(
     return MilpResult(dist, min(math.sqrt(dual), dist), delta, value, n_unstable, n_binary, status)
 
 
-def _solve_min_flip_milp(params, h0_t, AB, rho, sgn, R, y_start, node_limit, time_limit, verbose):
-    """One SCIP solve in the ball of radius R, in row-space coordinates y scaled by R (y = R v', |v'| <= 1),
-    so that SCIP's absolute tolerances are relative to the radius."""
-    import pyscipopt
-
-    h0 = h0_t.tolist()
-    Al = (R * AB).tolist()
-    k = AB.shape[1]
-    lo, hi = (h0_t - R * rho).tolist(), (h0_t + R * rho).tolist()
-    u = params.u.tolist()
-
-    model = pyscipopt.Model("min_flip_distance")
+def _scip_model(pyscipopt, name: str, node_limit, time_limit, verbose):
+    """A SCIP model with the limits, the relative gap 1e-7 and fixed seeds shared by the flip programs."""
+    model = pyscipopt.Model(name)
     model.hideOutput(not verbose)
     model.setParam("limits/time", time_limit)
     model.setParam("limits/nodes", node_limit)
@@ -448,41 +439,54 @@ def _solve_min_flip_milp(params, h0_t, AB, rho, sgn, R, y_start, node_limit, tim
     model.setParam("randomization/randomseedshift", 0)
     model.setParam("randomization/permutationseed", 0)
     model.setParam("randomization/lpseed", 0)
-    v = [model.addVar(f"v{j}", lb=-1.0, ub=1.0) for j in range(k)]
-    t = model.addVar("t", lb=0.0, ub=1.0)
-    model.addCons(pyscipopt.quicksum(vj * vj for vj in v) <= t)
-    acts, aux = [], []                     # aux: (a_i, z_i or None, i) for the warm start
+    return model
+
+
+def _scip_flip_constraint(pyscipopt, model, params, v, Al, h0, lo, hi, sgn):
+    r"""Add $s\,N \le 0$ over the scaled perturbation variables ``v``: hidden unit $i$ has pre-activation
+    $h_i = \sum_j$ ``Al[i][j] v[j]`` $+$ ``h0[i]`` $\in$ [``lo[i]``, ``hi[i]``] on the feasible set. Units off on
+    the whole set are dropped, units on the whole set are linear; for the rest $a_i \ge h_i$ is exact where
+    $s u_i > 0$ (a larger $a_i$ only hurts the flip), and a big-M binary encodes $a_i \le 
+elu(h_i)$
+    where $s u_i < 0$.  Returns ``(aux, n_unstable, n_binary)``; ``aux`` holds ``(a_i, z_i or None, i)``
+    for a warm start."""
+    u = params.u.tolist()
+    k = len(v)
+    acts, aux = [], []
     n_unstable = n_binary = 0
     for i in range(params.m):
-        if hi[i] <= 0:                      # off in the whole ball
+        if hi[i] <= 0:                      # off on the whole feasible set
             continue
         h = pyscipopt.quicksum(Al[i][j] * v[j] for j in range(k) if Al[i][j] != 0.0) + h0[i]
-        if lo[i] >= 0:                      # on in the whole ball: linear
+        if lo[i] >= 0:                      # on on the whole feasible set: linear
             acts.append((u[i], h))
             continue
         n_unstable += 1
         a = model.addVar(f"a{i}", lb=0.0, ub=hi[i])
         z = None
         if sgn * u[i] > 0:
-            # s u_i a_i only hurts the flip, so a_i >= sigma(h_i) (convex, no binary) is exact
             model.addCons(a >= h)
         else:
-            # s u_i a_i helps the flip: a_i <= sigma(h_i) is the non-convex part, big-M with a binary
             z = model.addVar(f"z{i}", vtype="B")
             n_binary += 1
             model.addCons(a <= h - lo[i] * (1 - z))
             model.addCons(a <= hi[i] * z)
         acts.append((u[i], a))
         aux.append((a, z, i))
-    out = pyscipopt.quicksum(ui * ai for ui, ai in acts) + float(params.c)
-    model.addCons(sgn * out <= 0)
+    model.addCons(sgn * (pyscipopt.quicksum(ui * ai for ui, ai in acts) + float(params.c)) <= 0)
+    return aux, n_unstable, n_binary
+
+
+def _scip_solve(model, v, t, aux, start, t_start, hs, dtype):
+    """Warm-start ``model`` from the scaled point ``start`` (a list, or None) with objective value ``t_start``
+    and pre-activations ``hs``, solve, and return ``(status, v, dual bound of t)`` with ``v`` a tensor in
+    the scaled variables (None when SCIP found no solution).  The objective is ``t``, minimised."""
     model.setObjective(t, "minimize")
-    if y_start is not None and float(y_start.norm()) <= R:
-        hs = (h0_t + AB @ y_start).tolist()
+    if start is not None:
         sol = model.createSol()
-        for vj, val in zip(v, (y_start / R).tolist()):
+        for vj, val in zip(v, start):
             model.setSolVal(sol, vj, val)
-        model.setSolVal(sol, t, min(float(y_start @ y_start) / R**2 * (1 + 1e-12), 1.0))
+        model.setSolVal(sol, t, t_start)
         for a, z, i in aux:
             model.setSolVal(sol, a, max(hs[i], 0.0))
             if z is not None:
@@ -491,11 +495,31 @@ def _solve_min_flip_milp(params, h0_t, AB, rho, sgn, R, y_start, node_limit, tim
     model.optimize()
     status = str(model.getStatus())
     if model.getNSols() == 0:
-        return status, None, math.inf, n_unstable, n_binary
+        return status, None, math.inf
     best = model.getBestSol()
-    y = R * torch.tensor([model.getSolVal(best, vj) for vj in v], dtype=AB.dtype)
-    dual = R * R * max(float(model.getDualbound()), 0.0)
-    return status, y, dual, n_unstable, n_binary
+    return status, torch.tensor([model.getSolVal(best, vj) for vj in v], dtype=dtype), \
+        max(float(model.getDualbound()), 0.0)
+
+
+def _solve_min_flip_milp(params, h0_t, AB, rho, sgn, R, y_start, node_limit, time_limit, verbose):
+    """One SCIP solve in the ball of radius R, in row-space coordinates y scaled by R (y = R v', |v'| <= 1),
+    so that SCIP's absolute tolerances are relative to the radius."""
+    import pyscipopt
+
+    k = AB.shape[1]
+    lo, hi = (h0_t - R * rho).tolist(), (h0_t + R * rho).tolist()
+    model = _scip_model(pyscipopt, "min_flip_distance", node_limit, time_limit, verbose)
+    v = [model.addVar(f"v{j}", lb=-1.0, ub=1.0) for j in range(k)]
+    t = model.addVar("t", lb=0.0, ub=1.0)
+    model.addCons(pyscipopt.quicksum(vj * vj for vj in v) <= t)
+    aux, n_unstable, n_binary = _scip_flip_constraint(pyscipopt, model, params, v, (R * AB).tolist(),
+                                                      h0_t.tolist(), lo, hi, sgn)
+    warm = y_start is not None and float(y_start.norm()) <= R
+    status, y, dual = _scip_solve(
+        model, v, t, aux, (y_start / R).tolist() if warm else None,
+        min(float(y_start @ y_start) / R**2 * (1 + 1e-12), 1.0) if warm else 0.0,
+        (h0_t + AB @ y_start).tolist() if warm else None, AB.dtype)
+    return status, None if y is None else R * y, R * R * dual, n_unstable, n_binary
 
 
 # --------------------------------------------------------------------------------------------------

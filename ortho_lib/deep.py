@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (check_choice, check_dtype, check_flag, check_float, check_int, check_labels, check_seed,
-                      check_size, check_tensor)
+                      check_points, check_size, check_tensor, check_training_set, unit_directions)
 from .subspaces import DEFAULT_DTYPE, Subspace, P_perp, _check_subspace
 
 __all__ = [
@@ -273,15 +273,7 @@ def init_network(
 def _inputs(params: DeepParams, X: object, name: str = "X") -> tuple[Tensor, bool]:
     """Check ``X``: ``(d,)`` or ``(n, d)`` (or ``(E, n, d)`` for a stack); returns ``(X as (.., n, d), single)``."""
     _check_deep_params(params)
-    X = check_tensor(name, X, ndim=(1, 2, 3) if params.is_stack else (1, 2))
-    if X.shape[-1] != params.d:
-        raise ValueError(f"{name} must have last dimension d = {params.d} to match the network, got shape {tuple(X.shape)}")
-    if X.ndim == 3 and X.shape[0] != len(params):
-        raise ValueError(f"{name} must have a leading axis of E = {len(params)} (one set per member), got {X.shape[0]}")
-    single = X.ndim == 1
-    if single:
-        X = X.unsqueeze(0)
-    return X.to(params.W1.dtype), single
+    return check_points(name, X, params.d, len(params) if params.is_stack else None, params.W1.dtype)
 
 
 def _bias(b: Tensor) -> Tensor:
@@ -390,15 +382,9 @@ def flip_norm_along(
     _check_deep_params(params, single=True)
     X, _ = _inputs(params, check_tensor("X", X, ndim=2))
     n, d = X.shape
-    V = check_tensor("direction", direction, ndim=(1, 2))
-    if V.shape[-1] != d or (V.ndim == 2 and V.shape[0] != n):
-        raise ValueError(f"direction must have shape ({d},) or ({n}, {d}), got {tuple(V.shape)}")
+    V = unit_directions(direction, n, d, X.dtype)
     check_choice("side", side, ("descend", "both"))
     max_norm = check_float("max_norm", max_norm, positive=True, allow_inf=True)
-    norms = V.norm(dim=-1, keepdim=True)
-    if bool((norms == 0).any()):
-        raise ValueError("direction must be non-zero")
-    V = (V / norms).to(X.dtype).expand(n, d)
     with torch.no_grad():
         s0 = torch.sign(network_output(params, X))
         if side == "descend":
@@ -568,16 +554,7 @@ def arc_cosine_alignment(n_hidden: int, rho0: float = 0.0) -> float:
 def _data(params: DeepParams, X: object, y: object) -> tuple[Tensor, Tensor]:
     """Check a training set: X ``(n, d)`` (or ``(E, n, d)``), y ``(n,)`` (or ``(E, n)``)."""
     _check_deep_params(params)
-    X = check_tensor("X", X, ndim=(2, 3) if params.is_stack else 2)
-    if X.shape[-1] != params.d:
-        raise ValueError(f"X must have d = {params.d} columns to match params, got shape {tuple(X.shape)}")
-    if X.ndim == 3 and X.shape[0] != len(params):
-        raise ValueError(f"X must have a leading axis of E = {len(params)} (one training set per member), got {X.shape[0]}")
-    n = X.shape[-2]
-    if n < 1:
-        raise ValueError("X must hold at least one point")
-    shape = (n,) if not (isinstance(y, Tensor) and y.ndim == 2 and params.is_stack) else (len(params), n)
-    return X.to(params.W1.dtype), check_labels("y", y, shape, params.W1.dtype)
+    return check_training_set(X, y, params.d, len(params) if params.is_stack else None, params.W1.dtype)
 
 
 def _train_deep(params, X, y, config, *, sub=None, backend="auto", coordinates="auto", device=None, dtype=None,

@@ -74,18 +74,8 @@ def train_mlp(
         width: hidden width.  lr: SGD step.  epochs: passes over the data.
         batch_size, momentum: SGD settings.  snapshot_epochs: epochs (0..epochs) at which to keep a copy.
     """
-    X = check_tensor("X", X, ndim=2).detach().to(torch.float64)
-    n_classes = check_int("n_classes", n_classes, low=2)
-    y = check_classes("y", y, X.shape[0], n_classes)
-    width = check_int("width", width, low=1)
-    check_size("width", width, X.shape[1] + n_classes + 2)
-    lr = check_float("lr", lr, positive=True)
-    epochs = check_int("epochs", epochs, low=0)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    momentum = check_float("momentum", momentum, nonnegative=True, below=1.0)
-    if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, Sequence):
-        raise TypeError(f"snapshot_epochs must be a sequence of epochs, got {snapshot_epochs!r}")
-    snaps = sorted({check_int(f"snapshot_epochs[{i}]", e, low=0, high=epochs) for i, e in enumerate(snapshot_epochs)})
+    X, y, width, lr, epochs, batch_size, momentum, snaps, n_classes = _check_run(
+        X, y, width, lr, epochs, batch_size, momentum, snapshot_epochs, n_classes)
     seed = check_seed("seed", seed)
     if X.shape[0] == 0:
         raise ValueError("X must hold at least one point")
@@ -155,6 +145,19 @@ def train_mlps(
     Returns:
         one :class:`MLPRun` per seed, in the order of ``seeds``.
     """
+    X, y, width, lr, epochs, batch_size, momentum, snaps, n_classes = _check_run(
+        X, y, width, lr, epochs, batch_size, momentum, snapshot_epochs, n_classes)
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
+        raise TypeError(f"seeds must be a non-empty sequence of seeds, got {seeds!r}")
+    seeds = [check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    if X.shape[0] == 0:
+        raise ValueError("X must hold at least one point")
+    check_size("seeds and width", len(seeds), width, X.shape[1] + n_classes + 2)
+    return _train_mlps(X, y, width, lr, epochs, batch_size, momentum, snaps, seeds, n_classes)
+
+
+def _check_run(X, y, width, lr, epochs, batch_size, momentum, snapshot_epochs, n_classes) -> tuple:
+    """The arguments :func:`train_mlp` and :func:`train_mlps` share, checked; the snapshot epochs sorted."""
     X = check_tensor("X", X, ndim=2).detach().to(torch.float64)
     n_classes = check_int("n_classes", n_classes, low=2)
     y = check_classes("y", y, X.shape[0], n_classes)
@@ -167,13 +170,8 @@ def train_mlps(
     if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, Sequence):
         raise TypeError(f"snapshot_epochs must be a sequence of epochs, got {snapshot_epochs!r}")
     snaps = sorted({check_int(f"snapshot_epochs[{i}]", e, low=0, high=epochs) for i, e in enumerate(snapshot_epochs)})
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
-        raise TypeError(f"seeds must be a non-empty sequence of seeds, got {seeds!r}")
-    seeds = [check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
-    if X.shape[0] == 0:
-        raise ValueError("X must hold at least one point")
-    check_size("seeds and width", len(seeds), width, X.shape[1] + n_classes + 2)
-    return _train_mlps(X, y, width, lr, epochs, batch_size, momentum, snaps, seeds, n_classes)
+    return X, y, width, lr, epochs, batch_size, momentum, snaps, n_classes
+
 
 def _train_mlps(X, y, width, lr, epochs, batch_size, momentum, snaps, seeds, n_classes) -> list[MLPRun]:
     models = []

@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_dtype, check_flag, check_float, check_int, check_seed, check_size, check_tensor
+from ._checks import check_choice, check_dtype, check_flag, check_float, check_int, check_points, check_seed, check_size, \
+    check_tensor
 from .subspaces import DEFAULT_DTYPE, Subspace, P_perp, Pi_P, _check_last_dim, _check_subspace
 
 
@@ -205,15 +206,7 @@ def _check_params(params: object, name: str = "params", *, single: bool = False)
 def _inputs(params: TwoLayerParams, X: object, name: str = "X") -> tuple[Tensor, bool]:
     """Check ``X`` against ``params``: ``(d,)`` or ``(n, d)`` (or ``(E, n, d)`` for a stack); returns ``(X, single)``."""
     _check_params(params)
-    X = check_tensor(name, X, ndim=(1, 2, 3) if params.is_stack else (1, 2))
-    if X.shape[-1] != params.d:
-        raise ValueError(f"{name} must have last dimension d = {params.d} to match the network, got shape {tuple(X.shape)}")
-    if X.ndim == 3 and X.shape[0] != len(params):
-        raise ValueError(f"{name} must have a leading axis of E = {len(params)} (one set per member), got {X.shape[0]}")
-    single = X.ndim == 1
-    if single:
-        X = X.unsqueeze(0)
-    return X.to(params.W.dtype), single
+    return check_points(name, X, params.d, len(params) if params.is_stack else None, params.W.dtype)
 
 
 def _pre(params: TwoLayerParams, X: Tensor) -> Tensor:

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ._checks import check_choice, check_flag, check_float, check_int, check_seed, check_tensor, derived_seed, \
     tolerance
-from .attacks import MilpResult, _check_basis, _local_problem, _points
+from .attacks import MilpResult, _check_basis, _local_problem, _points, _scip_flip_constraint, _scip_model, \
+    _scip_solve
 from .network import TwoLayerParams, _check_params, network_output
 from .subspaces import Subspace, _check_subspace
 
@@ -192,9 +193,9 @@ def exact_min_linf_milp(
     params: TwoLayerParams,
     x0: Tensor,
     *,
-    basis: Optional[Tensor] = None,
     radius: Optional[float] = None,
     start: Optional[Tensor] = None,
+    basis: Optional[Tensor] = None,
     node_limit: int = 100_000,
     time_limit: float = 600.0,
     verbose: bool = False,
@@ -217,9 +218,9 @@ def exact_min_linf_milp(
     Args:
         params: a single two-layer network.
         x0: ``(d,)`` point with $N(x_0)\ne0$.
-        basis: ``(d, k)`` orthonormal $Q$ (default: the whole space, $Q = I$).
         radius: $R$ (default: the $L_\infty$ norm of ``start``, enlarged by $10^{-9}$).
         start: optional ``(d,)`` flipping perturbation in $\mathrm{span}(Q)$, handed to SCIP as a first solution.
+        basis: ``(d, k)`` orthonormal $Q$ (default: the whole space, $Q = I$).
         node_limit, time_limit, verbose: SCIP's limits and log.
     Returns:
         :class:`ortho_lib.attacks.MilpResult` (``distance`` is the $L_\infty$ norm; ``lower`` SCIP's bound).
@@ -278,15 +279,8 @@ def exact_min_linf_milp(
 def _solve_linf(pyscipopt, params, h0_t, A, Q, spread, sgn, R, v_start, node_limit, time_limit, verbose):
     """One SCIP solve in the box ||Q v||_inf <= R, with variables scaled by R (v = R v')."""
     k = Q.shape[1]
-    h0 = h0_t.tolist()
-    Al = (R * A).tolist()
     lo, hi = (h0_t - R * spread).tolist(), (h0_t + R * spread).tolist()
-    u = params.u.tolist()
-    model = pyscipopt.Model("min_linf_flip")
-    model.hideOutput(not verbose)
-    model.setParam("limits/time", time_limit)
-    model.setParam("limits/nodes", node_limit)
-    model.setParam("limits/gap", 1e-7)
+    model = _scip_model(pyscipopt, "min_linf_flip", node_limit, time_limit, verbose)
     v = [model.addVar(f"v{j}", lb=None, ub=None) for j in range(k)]
     t = model.addVar("t", lb=0.0, ub=1.0)
     Qn = Q.tolist()
@@ -297,48 +291,14 @@ def _solve_linf(pyscipopt, params, h0_t, A, Q, spread, sgn, R, v_start, node_lim
         expr = pyscipopt.quicksum(q * vc for q, vc in row)
         model.addCons(expr <= t)
         model.addCons(-expr <= t)
-    acts, aux = [], []
-    n_unstable = n_binary = 0
-    for i in range(params.m):
-        if hi[i] <= 0:
-            continue
-        h = pyscipopt.quicksum(Al[i][j] * v[j] for j in range(k) if Al[i][j] != 0.0) + h0[i]
-        if lo[i] >= 0:
-            acts.append((u[i], h))
-            continue
-        n_unstable += 1
-        a = model.addVar(f"a{i}", lb=0.0, ub=hi[i])
-        z = None
-        if sgn * u[i] > 0:
-            model.addCons(a >= h)
-        else:
-            z = model.addVar(f"z{i}", vtype="B")
-            n_binary += 1
-            model.addCons(a <= h - lo[i] * (1 - z))
-            model.addCons(a <= hi[i] * z)
-        acts.append((u[i], a))
-        aux.append((a, z, i))
-    model.addCons(sgn * (pyscipopt.quicksum(ui * ai for ui, ai in acts) + float(params.c)) <= 0)
-    model.setObjective(t, "minimize")
-    if v_start is not None and float((Q @ v_start).abs().max()) <= R:
-        hs = (h0_t + A @ v_start).tolist()
-        sol = model.createSol()
-        for vj, val in zip(v, (v_start / R).tolist()):
-            model.setSolVal(sol, vj, val)
-        model.setSolVal(sol, t, min(float((Q @ v_start).abs().max()) / R * (1 + 1e-12), 1.0))
-        for a, z, i in aux:
-            model.setSolVal(sol, a, max(hs[i], 0.0))
-            if z is not None:
-                model.setSolVal(sol, z, 1.0 if hs[i] > 0 else 0.0)
-        model.addSol(sol, free=True)
-    model.optimize()
-    status = str(model.getStatus())
-    if model.getNSols() == 0:
-        return status, None, math.inf, n_unstable, n_binary
-    best = model.getBestSol()
-    vv = R * torch.tensor([model.getSolVal(best, vj) for vj in v], dtype=A.dtype)
-    dual = R * max(float(model.getDualbound()), 0.0)
-    return status, vv, dual, n_unstable, n_binary
+    aux, n_unstable, n_binary = _scip_flip_constraint(pyscipopt, model, params, v, (R * A).tolist(),
+                                                      h0_t.tolist(), lo, hi, sgn)
+    warm = v_start is not None and float((Q @ v_start).abs().max()) <= R
+    status, vv, dual = _scip_solve(
+        model, v, t, aux, (v_start / R).tolist() if warm else None,
+        min(float((Q @ v_start).abs().max()) / R * (1 + 1e-12), 1.0) if warm else 0.0,
+        (h0_t + A @ v_start).tolist() if warm else None, A.dtype)
+    return status, None if vv is None else R * vv, R * dual, n_unstable, n_binary
 
 
 # ------------------------------------------------------------------ an attack from Foolbox

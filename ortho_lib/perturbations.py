@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_classes, check_flag, check_float, check_int, check_labels, check_tensor
+from ._checks import check_choice, check_classes, check_flag, check_float, check_int, check_labels, check_tensor, \
+    unit_directions
 from .network import TwoLayerParams, _inputs, _check_params, input_gradient, network_output
 from .subspaces import Subspace, P_perp, Pi_P, _check_subspace
 
@@ -83,15 +84,9 @@ def flip_norm_along(
     _check_params(params, single=True)
     X, _ = _inputs(params, check_tensor("X", X, ndim=2))
     n, d = X.shape
-    V = check_tensor("direction", direction, ndim=(1, 2))
-    if V.shape[-1] != d or (V.ndim == 2 and V.shape[0] != n):
-        raise ValueError(f"direction must have shape ({d},) or ({n}, {d}), got {tuple(V.shape)}")
+    V = unit_directions(direction, n, d, X.dtype)
     check_choice("side", side, ("descend", "both"))
     max_norm = check_float("max_norm", max_norm, positive=True, allow_inf=True)
-    norms = V.norm(dim=-1, keepdim=True)
-    if bool((norms == 0).any()):
-        raise ValueError("direction must be non-zero")
-    V = (V / norms).to(X.dtype).expand(n, d)
     s0 = torch.sign(network_output(params, X))
     if side == "descend":
         a, flat = _first_zero(params, X, -s0[:, None] * V, s0)
@@ -127,12 +122,7 @@ def max_descent_slope(params: TwoLayerParams, X: Tensor, direction: Tensor, *, l
     _check_params(params, single=True)
     X, _ = _inputs(params, check_tensor("X", X, ndim=2))
     n, d = X.shape
-    V = check_tensor("direction", direction, ndim=(1, 2))
-    if V.shape[-1] != d or (V.ndim == 2 and V.shape[0] != n):
-        raise ValueError(f"direction must have shape ({d},) or ({n}, {d}), got {tuple(V.shape)}")
-    norms = V.norm(dim=-1, keepdim=True)
-    if bool((norms == 0).any()):
-        raise ValueError("direction must be non-zero")
+    V = unit_directions(direction, n, d, X.dtype)
     if isinstance(limit, Tensor):
         lim = check_tensor("limit", limit, ndim=(0, 1), finite=False)
         if lim.ndim == 1 and lim.shape[0] != n:
@@ -142,7 +132,6 @@ def max_descent_slope(params: TwoLayerParams, X: Tensor, direction: Tensor, *, l
         lim = torch.full((n,), check_float("limit", limit, positive=True, allow_inf=True), dtype=X.dtype)
     if bool(torch.isnan(lim).any()) or bool((lim <= 0).any()):
         raise ValueError("limit must be > 0 at every point")
-    V = (V / norms).to(X.dtype).expand(n, d)
     with torch.no_grad():
         W, b, u = params.W.detach(), params.b.detach(), params.u.detach()
         N0 = torch.relu(X @ W.T + b) @ u + params.c.detach()

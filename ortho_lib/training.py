@@ -34,7 +34,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_flag, check_float, check_int, check_labels, check_seed, check_tensor, tolerance
+from ._checks import check_choice, check_flag, check_float, check_int, check_labels, check_seed, check_tensor, \
+    check_training_set, tolerance
 from .network import TwoLayerParams, _stack, _unchecked, _check_params
 from .subspaces import Subspace, _check_subspace
 
@@ -332,16 +333,7 @@ def accuracy(params: TwoLayerParams, X: Tensor, y: Tensor) -> Union[float, Tenso
 
 def _data(params: TwoLayerParams, X: object, y: object) -> tuple[Tensor, Tensor]:
     """Check a training set against ``params``: X ``(n, d)`` (or ``(E, n, d)``), y ``(n,)`` (or ``(E, n)``)."""
-    X = check_tensor("X", X, ndim=(2, 3) if params.is_stack else 2)
-    if X.shape[-1] != params.d:
-        raise ValueError(f"X must have d = {params.d} columns to match params, got shape {tuple(X.shape)}")
-    if X.ndim == 3 and X.shape[0] != len(params):
-        raise ValueError(f"X must have a leading axis of E = {len(params)} (one training set per member), got {X.shape[0]}")
-    n = X.shape[-2]
-    if n < 1:
-        raise ValueError("X must hold at least one point")
-    shape = (n,) if not (isinstance(y, Tensor) and y.ndim == 2 and params.is_stack) else (len(params), n)
-    return X.to(params.W.dtype), check_labels("y", y, shape, params.W.dtype)
+    return check_training_set(X, y, params.d, len(params) if params.is_stack else None, params.W.dtype)
 
 
 # ------------------------------------------------------------------------------------------ train()
