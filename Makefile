@@ -19,10 +19,12 @@ export OMP_WAIT_POLICY := PASSIVE
 # (OpenBLAS under NumPy and SciPy, MKL and ATen under torch, oneDNN, NumPy's own SIMD loops, Numba's code
 # generation) is held to its AVX2 kernels. Measured on this book: unpinned, an AMD EPYC and an Intel Xeon
 # differ in the last digits of most stored numbers, and in the second decimal of the max-margin networks
-# of `kkt_nonrobust`, whose late phase amplifies rounding. (`make bench` lifts these pins: it measures the
-# engine at the machine's full speed.)
+# of `kkt_nonrobust`, whose late phase amplifies rounding. Glue rounds floats to six significant digits
+# and that chapter leaves its processor-dependent digits out of nbval's comparison; so the pins are the
+# second line: with them lifted on the AMD machine (its AVX-512 kernels), every stored output computed
+# under them still passed nbval. (`make bench` lifts them: it measures the engine at full speed.)
 # The stored outputs were computed on x86-64; on another architecture nothing is pinned (the names would
-# mean nothing there) and nbval will show the last digits that differ.
+# mean nothing there), and only the glue rounding and the uncompared cells stand between nbval and them.
 PINS := OPENBLAS_CORETYPE MKL_CBWR ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA NPY_DISABLE_CPU_FEATURES \
         NUMBA_CPU_NAME NUMBA_CPU_FEATURES
 ifeq ($(shell uname -m),x86_64)
