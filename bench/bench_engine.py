@@ -662,7 +662,7 @@ def profile_span(w: Workload, dtype: torch.dtype, row: Row) -> str:
             f"    the step's passes over memory alone (read Z, update A, write Z; no products): "
             f"{floor * 1e6:.0f} us; Z and A of one network hold {nbytes / 2**20:.2f} MiB against "
             f"{l2 / 2**20 if l2 else float('nan'):.2f} MiB of L2 per core"
-            + (" (they do not fit: each step streams them from L3)" if l2 and nbytes > l2 else
+            + (" (they do not fit in it)" if l2 and nbytes > l2 else
                " (they fit)" if l2 else ""))
 
 
@@ -714,7 +714,7 @@ def section_switch(args) -> float:
         ds, both = [5, 6, 7, 8, 9, 50, 51], {6, 7, 8}
     else:
         ds, both = [4, 5, 6, 7, 8, 9, 10, 11, 12, 48, 49, 50, 51, 52, 53, 100, 200], set(range(4, 13)) | {50, 51}
-    steps = 60 if args.quick else 300
+    steps = 60 if args.quick else 3000       # about 0.2 s a run: long enough that scheduling noise stays small
     cut = next((d for d in range(1, 1000) if _fused.choose_coordinates("auto", m, d, n, None, True) == "span"), None)
     print(f"\n[switch] steady-state cost per network-step across d (m = {m}, n = {n}, E = {E}, {steps} GD steps, "
           f"float64, 1 thread).  The compiled backend moves from feature to span coordinates at d = {cut}; the old "
