@@ -412,3 +412,13 @@ def test_readable_notebook_has_no_myst_markup_macros_or_unresolved_references(na
     result = rn.convert_chapter(BOOK, BOOK.chapter(name))
     problems = result.problems + rn.markup_problems(result.notebook, BOOK.macros)
     assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_figure_captions_render_as_italics(name):
+    """A caption cell is '*Fig. n: text*' with no space or newline before the closing '*' (CommonMark does
+    not close emphasis after white space, so Jupyter and Colab would show the asterisks)."""
+    readable = nbformat.read(rn.output_path(BOOK, BOOK.chapter(name)), as_version=4)
+    captions = [c.source for c in readable.cells if c.cell_type == "markdown" and c.source.startswith("*Fig.")]
+    bad = [c[-40:] for c in captions if not (c.endswith("*") and not c[-2].isspace())]
+    assert not bad, f"{name}: captions whose closing '*' follows white space: {bad}"

@@ -1037,7 +1037,7 @@ def convert_chapter(book: Book, chapter: Chapter) -> Converted:
         fig = ((stored.metadata.get("mystnb") or {}).get("figure") or {})
         if fig.get("caption"):
             number = book.labels[fig["name"]].number if fig.get("name") in book.labels else ""
-            caption = conv.inline(str(fig["caption"]))
+            caption = conv.inline(str(fig["caption"]).strip())   # a YAML block caption ends in a newline: no closing * after it
             cap = nbformat.v4.new_markdown_cell(f"*Fig. {number}: {caption}*" if number else f"*{caption}*")
             cap["id"] = _cell_id(chapter.name, index, "caption")
             cells.append(cap)
