@@ -137,7 +137,7 @@ def show_plotly(fig: object, *, div_id: str) -> None:
             '  if (window.Plotly && el) { var f = ' + fig.to_json() + ';\n'
             '    el.innerHTML = ""; window.Plotly.newPlot(el, f.data, f.layout, {responsive: true}); }\n'
             '})();\n</script>')
-    display({"text/html": html, "text/plain": f"<plotly figure {div_id}: {note}>"}, raw=True)
+    display({"text/html": html, "text/plain": f"<plotly figure {div_id}>\n{note}"}, raw=True)
 
 
 def glue_range(name: str, values: object, digits: int = 0) -> None:

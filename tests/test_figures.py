@@ -572,6 +572,7 @@ def test_show_plotly_stores_compact_html_for_the_book_and_shows_the_figure_to_a_
     assert "<script src" not in bundle["text/html"] and len(bundle["text/html"]) < 100_000   # no plotly.js
     show_plotly(fig, div_id="test-surface")
     assert shown[1] == bundle                                                 # the same on every run
+    assert max(map(len, bundle["text/plain"].splitlines())) <= 90            # plain-text frontends: no clipping
     monkeypatch.setenv("ORTHO_PROGRESS", "1")                                # a person: plotly's renderer
     called = []
     monkeypatch.setattr(type(fig), "show", lambda self, *a, **k: called.append(True))
