@@ -258,3 +258,14 @@ def check_training_set(X: object, y: object, d: int, members: Optional[int], dty
         raise ValueError("X must hold at least one point")
     per_member = members is not None and isinstance(y, torch.Tensor) and y.ndim == 2
     return X.to(dtype), check_labels("y", y, (members, n) if per_member else (n,), dtype)
+
+
+def check_members(nets: object, name: str, kind: type) -> None:
+    """``nets`` must be a non-empty sequence of single (not stacked) networks of class ``kind``; errors name
+    the caller's argument ``name`` (and the index of a bad member)."""
+    if isinstance(nets, kind) or not isinstance(nets, Sequence) or isinstance(nets, (str, bytes)) or len(nets) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of {kind.__name__}, got {type(nets).__name__}")
+    for i, p in enumerate(nets):
+        if not isinstance(p, kind) or p.is_stack:
+            raise TypeError(f"{name}[{i}] must be a single {kind.__name__}, got {type(p).__name__}"
+                            + (" (a stack)" if isinstance(p, kind) else ""))

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (check_choice, check_dtype, check_flag, check_float, check_int, check_labels, check_seed,
-                      check_points, check_size, check_tensor, check_training_set, unit_directions)
+                      check_members, check_points, check_size, check_tensor, check_training_set, unit_directions)
 from .subspaces import DEFAULT_DTYPE, Subspace, P_perp, _check_subspace
 
 __all__ = [
@@ -187,13 +187,7 @@ class DeepParams:
 
 def _stack(nets: object, name: str) -> DeepParams:
     """:meth:`DeepParams.stack`, with errors naming the caller's argument ``name``."""
-    if isinstance(nets, DeepParams) or not isinstance(nets, Sequence) or isinstance(nets, (str, bytes)) \
-            or len(nets) == 0:
-        raise TypeError(f"{name} must be a non-empty sequence of DeepParams, got {type(nets).__name__}")
-    for i, p in enumerate(nets):
-        if not isinstance(p, DeepParams) or p.is_stack:
-            raise TypeError(f"{name}[{i}] must be a single DeepParams, got {type(p).__name__}"
-                            + (" (a stack)" if isinstance(p, DeepParams) else ""))
+    check_members(nets, name, DeepParams)
     shapes = {(p.d,) + p.widths for p in nets}
     if len(shapes) != 1:
         raise ValueError(f"{name} must all have the same input dimension and widths, got {sorted(shapes)}")

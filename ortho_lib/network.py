@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_dtype, check_flag, check_float, check_int, check_points, check_seed, check_size, \
-    check_tensor
+from ._checks import check_choice, check_dtype, check_flag, check_float, check_int, check_members, check_points, \
+    check_seed, check_size, check_tensor
 from .subspaces import DEFAULT_DTYPE, Subspace, P_perp, Pi_P, _check_last_dim, _check_subspace
 
 
@@ -109,13 +109,7 @@ class TwoLayerParams:
 
 def _stack(nets: object, name: str) -> TwoLayerParams:
     """:meth:`TwoLayerParams.stack`, with errors that name the caller's argument ``name``."""
-    if isinstance(nets, TwoLayerParams) or not isinstance(nets, Sequence) or isinstance(nets, (str, bytes)) \
-            or len(nets) == 0:
-        raise TypeError(f"{name} must be a non-empty sequence of TwoLayerParams, got {type(nets).__name__}")
-    for i, p in enumerate(nets):
-        if not isinstance(p, TwoLayerParams) or p.is_stack:
-            raise TypeError(f"{name}[{i}] must be a single TwoLayerParams, got {type(p).__name__}"
-                            + (" (a stack)" if isinstance(p, TwoLayerParams) else ""))
+    check_members(nets, name, TwoLayerParams)
     shapes = {tuple(p.W.shape) for p in nets}
     if len(shapes) != 1:
         raise ValueError(f"{name} must all have the same (m, d), got {sorted(shapes)}")
